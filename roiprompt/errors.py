@@ -1,0 +1,23 @@
+"""One exception hierarchy for the whole package.
+
+Every error subclasses :class:`ValueError`, so ``except ValueError`` still catches them. Messages name the file
+or argument at fault, what was expected, what came, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class RoiPromptError(ValueError):
+    """Base class of every error roiprompt raises on purpose."""
+
+
+class InputError(RoiPromptError):
+    """A bad image, mask, prompt or argument: unreadable, wrong size, wrong dtype, empty, NaN..."""
+
+
+class DataError(RoiPromptError):
+    """A dataset that cannot be found or does not follow its official layout."""
+
+
+class CheckpointError(RoiPromptError):
+    """Weights that cannot be found, fail their SHA-256 check, or do not fit the architecture."""

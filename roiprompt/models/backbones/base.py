@@ -1,0 +1,155 @@
+"""The one backbone interface and its registry.
+
+A :class:`Backbone` hides LiteMedSAM, SAM, MedSAM, SAM 2, CLIP and MiniLM behind three verbs, each optional:
+
+* ``encode_image(pixels) -> ImageEmbedding`` for image towers (after ``preprocess(image)``),
+* ``decode(embedding, ...) -> (low-res mask logits, predicted IoU)`` for SAM-family prompt decoders,
+* ``encode_text(texts) -> (B, D)`` for text towers.
+
+A backbone that lacks a verb raises :class:`NotImplementedError` naming itself. Backbones are frozen and in
+eval mode once built (``lock()``); methods train their own heads on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...errors import InputError
+
+
+@dataclass
+class ImageEmbedding:
+    """Output of ``encode_image``.
+
+    Attributes:
+        features: (B, C, h, w) main embedding (SAM family: (B, 256, 64, 64)); for token models (CLIP) the
+            patch grid reshaped to (B, D, g, g).
+        extra: backbone-specific extra tensors, e.g. SAM 2's high-resolution feature maps or CLIP's CLS token.
+    """
+
+    features: torch.Tensor
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __getitem__(self, index: int | slice) -> "ImageEmbedding":
+        sl = slice(index, index + 1) if isinstance(index, int) else index
+        return ImageEmbedding(self.features[sl], {k: v[sl] for k, v in self.extra.items()})
+
+    @staticmethod
+    def cat(items: Sequence["ImageEmbedding"]) -> "ImageEmbedding":
+        return ImageEmbedding(torch.cat([e.features for e in items]),
+                              {k: torch.cat([e.extra[k] for e in items]) for k in items[0].extra})
+
+
+class Backbone(nn.Module):
+    """Base class of every backbone; subclasses implement the verbs they support.
+
+    Attributes:
+        name: registry name ("litemedsam", "sam", "clip", ...).
+        input_size: side of the square model frame (SAM family: longest side resized then zero-padded).
+        mask_size: side of the decoder's low-resolution logits (SAM family: 256).
+        weights_sha256: hash of the loaded checkpoint (part of every embedding cache key), or None.
+    """
+
+    name: ClassVar[str] = "backbone"
+    input_size: int = 0
+    mask_size: int = 0
+    weights_sha256: str | None = None
+
+    # -- capabilities -------------------------------------------------------------------------------------
+    @property
+    def has_image_encoder(self) -> bool:
+        return type(self).encode_image is not Backbone.encode_image
+
+    @property
+    def has_decoder(self) -> bool:
+        return type(self).decode is not Backbone.decode
+
+    @property
+    def has_text_encoder(self) -> bool:
+        return type(self).encode_text is not Backbone.encode_text
+
+    # -- verbs ---------------------------------------------------------------------------------------------
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """HxW or HxWx3 uint8 -> (1, 3, input_size, input_size) float tensor in this model's input convention."""
+        raise NotImplementedError(f"backbone {self.name!r} has no image encoder")
+
+    def encode_image(self, pixels: torch.Tensor) -> ImageEmbedding:
+        """(B, 3, S, S) preprocessed pixels -> embedding."""
+        raise NotImplementedError(f"backbone {self.name!r} has no image encoder")
+
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        points: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_logits: torch.Tensor | None = None,
+        multimask: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt the mask decoder. All coordinates are in the model frame (``input_size`` pixels).
+
+        Args:
+            embedding: from ``encode_image``, batch B.
+            points: (B, N, 2) float (x, y), or None.
+            point_labels: (B, N) int, 1 foreground / 0 background, or None.
+            boxes: (B, 4) float XYXY, or None.
+            mask_logits: (B, 1, mask_size, mask_size) dense prompt logits, or None.
+            multimask: return the 3 multimask outputs instead of the single-mask output.
+
+        Returns:
+            (low-res logits (B, K, mask_size, mask_size), predicted IoU (B, K)), K = 3 or 1.
+        """
+        raise NotImplementedError(f"backbone {self.name!r} has no prompt decoder")
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """List of strings -> (B, D) text embeddings."""
+        raise NotImplementedError(f"backbone {self.name!r} has no text encoder")
+
+    def lock(self) -> "Backbone":
+        """Freeze every parameter and switch to eval mode (open_clip's ``lock_image_tower``)."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self.eval()
+
+
+_BACKBONES: dict[str, Callable[..., Backbone]] = {}
+
+
+def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    """Register a builder ``fn(weights=None, allow_download=False, **kwargs) -> Backbone`` under ``name``."""
+
+    def add(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        if name in _BACKBONES:  # two builders under one name is always a bug
+            raise ValueError(f"backbone {name!r} is already registered by {_BACKBONES[name].__module__}")
+        _BACKBONES[name] = fn
+        return fn
+
+    return add
+
+
+def list_backbones() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+def load_backbone(name: str, weights: str | None = None, allow_download: bool = False, **kwargs) -> Backbone:
+    """Build a frozen backbone by name.
+
+    Args:
+        name: one of :func:`list_backbones` ("litemedsam" is the offline default).
+        weights: a local checkpoint file or Hugging Face-format folder; None uses the offline default.
+        allow_download: let the resolver fetch from a hub when nothing local is found.
+
+    Raises:
+        InputError: unknown name (the message lists the choices).
+        CheckpointError: weights missing, corrupt, or not matching the architecture.
+    """
+    from . import _builtin  # noqa: F401  (imports register the built-in backbones)
+
+    if name not in _BACKBONES:
+        raise InputError(f"unknown backbone {name!r}; available: {list_backbones()}")
+    return _BACKBONES[name](weights=weights, allow_download=allow_download, **kwargs).lock()
