@@ -1,0 +1,264 @@
+"""Command line: ``roiprompt datasets | segment | bench | demo``.
+
+One ``main(argv=None) -> int`` with argparse subcommands, callable from tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import RoiPromptError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".gif")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=False)
+
+
+# -- datasets -----------------------------------------------------------------------------------------------
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .data import find_datasets
+    from .data.datasets import default_root
+
+    root = Path(args.root) if args.root else default_root()
+    found = find_datasets(root)
+    console = _console()
+    if not found:
+        console.print(f"no datasets found under {root}\n" + _HOW_TO_GET_DATA)
+        return 1
+    table = Table(title=f"datasets under {root}")
+    for col in ("name", "images"):
+        table.add_column(col)
+    for name, count in sorted(found.items()):
+        table.add_row(name, str(count))
+    console.print(table)
+    return 0
+
+
+_HOW_TO_GET_DATA = (
+    "roiprompt reads public datasets in their official folder layouts:\n"
+    "  kvasir_seg/Kvasir-SEG/{images,masks}     https://datasets.simula.no/kvasir-seg/\n"
+    "  busbra/BUSBRA/{Images,Masks,bus_data.csv,5-fold-cv.csv}   https://doi.org/10.5281/zenodo.7730709\n"
+    "  jsrt/JSRT/{jsrt_images/images,masks/masks/<structure>}   http://db.jsrt.or.jp/eng.php + SCR masks\n"
+    "Put them under one folder and set ROIPROMPT_DATA=/that/folder (default: ../shared/data next to the\n"
+    "checkout), or pass --root. Your own data: `roiprompt segment` works on any image folder.")
+
+
+# -- segment ------------------------------------------------------------------------------------------------
+def _list_images(target: Path) -> list[Path]:
+    if target.is_dir():
+        return sorted(p for p in target.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    if target.exists():
+        return [target]
+    return sorted(Path(p) for p in __import__("glob").glob(str(target)))
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .data import read_image, write_mask_png, write_overlay_png
+    from .methods import load_method
+
+    images = _list_images(Path(args.images))
+    if not images:
+        raise RoiPromptError(f"{args.images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    if args.box is None and not args.point and not args.negative_point:
+        raise RoiPromptError("give a prompt: --box X0 Y0 X1 Y1 and/or --point X Y (repeatable)")
+    points = [*(args.point or []), *(args.negative_point or [])]
+    labels = [1] * len(args.point or []) + [0] * len(args.negative_point or [])
+    out = Path(args.out)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    method = load_method("box_prompt", backbone=args.backbone, weights=args.weights)
+    predictor = method.predictor
+    failures: list[str] = []
+    rows = ["file,iou_pred,area_px"]
+    with _progress() as bar:
+        task = bar.add_task("segmenting", total=len(images))
+        for path in images:
+            try:
+                image = read_image(path)
+                predictor.set_image(image, source=str(path))
+                res = predictor.predict(points=np.array(points, float) if points else None,
+                                        point_labels=np.array(labels) if points else None,
+                                        box=np.array(args.box, float) if args.box else None)
+                mask, iou, _ = res.best()
+                stem = path.name.split(".")[0]
+                write_mask_png(out / "masks" / f"{stem}.png", mask)
+                write_overlay_png(out / "overlays" / f"{stem}.png", image, mask,
+                                  boxes=[args.box] if args.box else None,
+                                  points=points or None, labels=labels or None)
+                rows.append(f"{path.name},{iou:.4f},{int(mask.sum())}")
+            except RoiPromptError as err:  # skip a bad file, report it at the end, finish the rest
+                failures.append(str(err))
+            bar.advance(task)
+    (out / "predictions.csv").write_text("\n".join(rows) + "\n")
+    console = _console()
+    console.print(f"wrote {len(images) - len(failures)} masks and overlays to {out}")
+    if failures:
+        console.print(f"[red]skipped {len(failures)} file(s):[/red]")
+        for f in failures:
+            console.print(f"  {f}")
+        return 1
+    return 0
+
+
+# -- bench --------------------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .engine.bench import run_segmentation_bench
+    from .engine.records import write_records
+
+    config = {"cache_dir": args.cache_dir} if args.cache_dir else {}
+    if args.seeds != 1 and args.method == "box_prompt":
+        _console().print("note: box_prompt is deterministic (ground-truth boxes); --seeds has no effect")
+    with _progress() as bar:
+        task = bar.add_task(f"{args.method} on {args.dataset}", total=None)
+        run = run_segmentation_bench(
+            args.method, args.dataset, structures=args.structure, limit=args.limit, root=args.root,
+            backbone=args.backbone, progress=lambda done, total: bar.update(task, completed=done, total=total),
+            **config)
+    records = run.records(command="roiprompt " + shlex.join(argv))
+    _print_records(records)
+    if run.failures:
+        _console().print(f"[red]{len(run.failures)} image(s) failed:[/red] " + "; ".join(run.failures[:10]))
+    if args.json:
+        path = write_records(args.json, records)
+        _console().print(f"wrote {len(records)} records to {path}")
+    return 0
+
+
+def _print_records(records: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table()
+    for col in ("method", "dataset", "structure", "metric", "mean", "95% CI", "n", "s/image", "peak RSS MB"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(r["method"], r["dataset"], str(r["structure"]), r["metric"], f"{r['mean']:.4f}",
+                      f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]", str(r["n"]), f"{r['seconds_per_image']:.3f}",
+                      f"{r['peak_rss_mb']:.0f}")
+    _console().print(table)
+
+
+# -- demo ---------------------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from . import metrics
+    from .data import find_datasets, load_dataset, write_overlay_png
+    from .data.datasets import default_root
+    from .methods import load_method
+
+    root = Path(args.root) if args.root else default_root()
+    found = find_datasets(root)
+    console = _console()
+    if not found:
+        console.print(f"[red]no datasets found under {root}[/red]\n" + _HOW_TO_GET_DATA)
+        return 1
+    method = load_method("box_prompt")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = Table(title=f"box_prompt (LiteMedSAM + ground-truth box): Dice on {args.n} images per dataset")
+    for col in ("dataset", "structure", "images", "mean Dice", "min Dice"):
+        table.add_column(col)
+    with _progress() as bar:
+        for name in sorted(found):
+            data = load_dataset(name, root=root)
+            n = min(args.n, len(data))
+            task = bar.add_task(f"demo: {name}", total=n)
+            dice: dict[str, list[float]] = {s: [] for s in data.structures}
+            for i in range(n):
+                sample = data[i]
+                masks = {}
+                for structure in data.structures:
+                    if not sample.masks[structure].any():
+                        continue
+                    pred = method.predict(sample.image, **method.prompts_from_truth(sample, structure))
+                    dice[structure].append(metrics.dice(pred.mask, sample.masks[structure]))
+                    masks[structure] = pred.mask
+                write_overlay_png(out / f"{name}_{sample.id}.png", sample.image, masks)
+                bar.advance(task)
+            for structure, values in dice.items():
+                table.add_row(name, structure, str(len(values)), f"{np.mean(values):.3f}", f"{np.min(values):.3f}")
+    console.print(table)
+    console.print(f"overlays written to {out.resolve()} (predicted masks in colour)")
+    return 0
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from .models.backbones import list_backbones
+
+    from .methods import list_methods
+
+    parser = argparse.ArgumentParser(prog="roiprompt", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("datasets", help="list the datasets found under the data root, with counts")
+    p.add_argument("--root", help="data root (default: $ROIPROMPT_DATA or ../shared/data)")
+
+    p = sub.add_parser("segment", help="segment an image or a folder from a box or points")
+    p.add_argument("images", help="an image file, a folder, or a glob")
+    p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="box in pixels")
+    p.add_argument("--point", nargs=2, type=float, action="append", metavar=("X", "Y"), help="foreground point")
+    p.add_argument("--negative-point", nargs=2, type=float, action="append", metavar=("X", "Y"),
+                   help="background point")
+    p.add_argument("--out", required=True, help="output folder (masks/, overlays/, predictions.csv)")
+    p.add_argument("--backbone", default="litemedsam", choices=["litemedsam", "sam", "medsam", "sam2"])
+    p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")
+
+    p = sub.add_parser("bench", help="benchmark a method on a dataset and write JSON records")
+    p.add_argument("method", choices=list_methods())
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--structure", action="append", help="structure(s) to evaluate (default: all)")
+    p.add_argument("--limit", type=int, help="first N images only")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (few-shot methods)")
+    p.add_argument("--root", help="data root")
+    p.add_argument("--backbone", default="litemedsam", choices=list_backbones())
+    p.add_argument("--cache-dir", help="on-disk embedding cache directory")
+    p.add_argument("--json", help="write records to this JSON file")
+
+    p = sub.add_parser("demo", help="run box_prompt on a few images of each dataset found, write overlays")
+    p.add_argument("--root", help="data root")
+    p.add_argument("--n", type=int, default=4, help="images per dataset")
+    p.add_argument("--out", default="demo_output", help="folder for overlay PNGs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``roiprompt`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "datasets":
+            return cmd_datasets(args)
+        if args.command == "segment":
+            return cmd_segment(args)
+        if args.command == "bench":
+            return cmd_bench(args, argv)
+        if args.command == "demo":
+            return cmd_demo(args)
+    except RoiPromptError as err:
+        print(f"roiprompt {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

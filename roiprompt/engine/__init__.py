@@ -1,0 +1,1 @@
+"""Engine: embedding cache, CPU runtime settings, benchmark records."""

@@ -1,0 +1,63 @@
+"""SamPredictor on the real LiteMedSAM: prompts in original pixels, masks at original resolution, cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import roiprompt
+from roiprompt import InputError, SamPredictor, metrics
+from roiprompt.engine.cache import EmbeddingCache
+from roiprompt.prompts import box_from_mask
+from tests.conftest import data_root
+
+
+@pytest.fixture(scope="module")
+def busbra_sample():
+    return roiprompt.load_dataset("busbra", root=data_root("busbra").parent)[0]
+
+
+def test_grey_image_box_and_points(litemedsam, busbra_sample, tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    predictor = SamPredictor(litemedsam, cache=cache)
+    image, target = busbra_sample.image, busbra_sample.masks["lesion"]
+    assert image.ndim == 2  # BUS-BRA is greyscale
+    predictor.set_image(image)
+    box = box_from_mask(target, 0.05)
+    out = predictor.predict(box=box)
+    assert out.masks.shape == (1, *image.shape) and out.iou.shape == (1,)
+    assert out.low_res_logits.shape == (1, 256, 256)
+    assert metrics.dice(out.masks[0], target) > 0.8
+    # A foreground point at the lesion's most interior pixel also finds it (less well than a box).
+    from scipy.ndimage import distance_transform_edt
+
+    y, x = np.unravel_index(np.argmax(distance_transform_edt(target)), target.shape)
+    multi = predictor.predict(points=[[x, y]], point_labels=[1], multimask=True)
+    assert multi.masks.shape == (3, *image.shape)
+    assert multi.best()[0][y, x]
+    # Feeding the low-res logits back as a mask prompt keeps the answer.
+    again = predictor.predict(box=box, mask_input=out.low_res_logits[0])
+    assert metrics.dice(again.masks[0], out.masks[0]) > 0.9
+    # Second set_image of the same pixels comes from the cache, with identical masks.
+    p2 = SamPredictor(litemedsam, cache=cache)
+    p2.set_image(image.copy())
+    assert p2.encoder_calls == 0 and cache.hits == 1
+    np.testing.assert_array_equal(p2.predict(box=box).masks, out.masks)
+
+
+def test_errors(litemedsam):
+    predictor = SamPredictor(litemedsam)
+    with pytest.raises(InputError, match="set_image"):
+        predictor.predict(box=[0, 0, 5, 5])
+    predictor.set_image(np.full((32, 48), 7, np.uint8))
+    with pytest.raises(InputError, match="outside"):
+        predictor.predict(points=[[100, 100]])
+    with pytest.raises(InputError, match="mask_input"):
+        predictor.predict(box=[0, 0, 5, 5], mask_input=np.zeros((10, 10)))
+    with pytest.raises(InputError, match="wrong number of channels|channels"):
+        predictor.set_image(np.zeros((32, 32, 2), np.uint8))
+
+
+def test_backbone_without_decoder_is_refused():
+    with pytest.raises(InputError, match="no prompt decoder"):
+        SamPredictor(roiprompt.load_backbone("minilm"))
