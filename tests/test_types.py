@@ -57,3 +57,14 @@ def test_box_from_mask_pads_and_clips():
     np.testing.assert_allclose(box_from_mask(mask, 0.5), [0, 5, 35, 25])
     with pytest.raises(InputError, match="empty mask"):
         box_from_mask(np.zeros((4, 4), bool))
+
+
+def test_component_boxes_one_per_piece_and_drop_specks():
+    from roiprompt.prompts import component_boxes
+
+    mask = np.zeros((40, 60), bool)
+    mask[5:15, 5:25] = True     # 200 px
+    mask[20:30, 40:50] = True   # 100 px
+    mask[38, 0] = True          # 1 px speck (< 5 % of the area): dropped
+    boxes = component_boxes(mask)
+    np.testing.assert_allclose(boxes, [[5, 5, 25, 15], [40, 20, 50, 30]])

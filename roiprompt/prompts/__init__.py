@@ -1,5 +1,5 @@
 """Prompts: frames and coordinate transforms, boxes from masks, point selection."""
 
-from .transforms import Frame, box_from_mask
+from .transforms import Frame, box_from_mask, component_boxes
 
-__all__ = ["Frame", "box_from_mask"]
+__all__ = ["Frame", "box_from_mask", "component_boxes"]

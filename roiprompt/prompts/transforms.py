@@ -101,3 +101,22 @@ def box_from_mask(mask: np.ndarray, pad_fraction: float = 0.0) -> np.ndarray:
     x0, x1, y0, y1 = float(xs.min()), float(xs.max() + 1), float(ys.min()), float(ys.max() + 1)
     px, py = pad_fraction * (x1 - x0), pad_fraction * (y1 - y0)
     return np.array([max(0.0, x0 - px), max(0.0, y0 - py), min(float(w), x1 + px), min(float(h), y1 + py)])
+
+
+def component_boxes(mask: np.ndarray, pad_fraction: float = 0.0, min_fraction: float = 0.05) -> np.ndarray:
+    """One padded XYXY box per connected component (8-connectivity) of a non-empty bool mask.
+
+    Components smaller than ``min_fraction`` of the mask's area are dropped (JPEG speckle, stray pixels), but
+    the largest component is always kept. Returns (N, 4), largest component first.
+    """
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        from ..errors import InputError
+
+        raise InputError("cannot take the boxes of an empty mask")
+    areas = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    order = np.argsort(-areas)
+    keep = [i for i in order if areas[i] >= min_fraction * areas.sum()] or [order[0]]
+    return np.stack([box_from_mask(labels == i + 1, pad_fraction) for i in keep])
