@@ -32,7 +32,6 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 from scipy import stats
 from sklearn import metrics as skm
 
@@ -51,15 +50,17 @@ def _binary_mask(mask: Any, name: str) -> np.ndarray:
         return arr
     if not (np.issubdtype(arr.dtype, np.number)) or not ((arr == 0) | (arr == 1)).all():
         found = np.unique(arr)[:5] if np.issubdtype(arr.dtype, np.number) else arr.dtype
-        raise InputError(f"{name} must be bool or {{0, 1}}, found {found}; binarise it first (e.g. probs > 0.5)")
+        raise InputError(f"{name} is not binary: expected bool or {{0, 1}} values, found {found}; "
+                         "threshold it first (e.g. probs > 0.5)")
     return arr.astype(bool)
 
 
 def _mask_pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     p, t = _binary_mask(pred, "pred"), _binary_mask(target, "target")
     if p.shape != t.shape:
-        raise InputError(f"pred is {p.shape[0]}x{p.shape[1]} but target is {t.shape[0]}x{t.shape[1]} (H x W); "
-                         "they must match: compare at the original resolution (resize the prediction, not the truth)")
+        raise InputError(f"pred and target must have the same shape, got {p.shape[0]}x{p.shape[1]} and "
+                         f"{t.shape[0]}x{t.shape[1]} (H x W); compare at the original resolution (resize the "
+                         "prediction, not the truth)")
     return p, t
 
 
@@ -85,12 +86,28 @@ def _hd95(p: np.ndarray, t: np.ndarray, spacing: tuple[float, float]) -> float:
         return 0.0
     if not p.any() or not t.any():
         return math.hypot(p.shape[0] * spacing[0], p.shape[1] * spacing[1])  # image diagonal
+    from monai.metrics import compute_hausdorff_distance  # lazy: `import monai` takes seconds (see _overlap)
+
     with warnings.catch_warnings():
         # MONAI 1.5+ warns about its own internal use of a deprecated argument on every call
         warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*")
         hd = compute_hausdorff_distance(_torch(p), _torch(t), include_background=True, percentile=95,
                                         spacing=list(spacing))
     return float(hd[0, 0])
+
+
+def _overlap(p: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """(Dice, IoU) of two validated masks, empty-mask rules included."""
+    if not p.any() or not t.any():
+        both = float(not p.any() and not t.any())
+        return both, both
+    # MONAI is imported here, not at module top: `import monai` loads all its networks (and transformers), several
+    # seconds that classification metrics, confidence intervals and CLI start-up should not pay.
+    from monai.metrics import compute_dice, compute_iou
+
+    tp, tt = _torch(p), _torch(t)
+    return (float(compute_dice(tp, tt, include_background=True, ignore_empty=False)[0, 0]),
+            float(compute_iou(tp, tt, include_background=True, ignore_empty=False)[0, 0]))
 
 
 def empty_mask_case(pred: Any, target: Any) -> Literal["none", "pred", "target", "both"]:
@@ -125,10 +142,7 @@ def dice(pred: Any, target: Any) -> float:
         >>> dice(np.eye(3, dtype=bool), np.eye(3, dtype=bool))
         1.0
     """
-    p, t = _mask_pair(pred, target)
-    if not p.any() or not t.any():
-        return float(not p.any() and not t.any())
-    return float(compute_dice(_torch(p), _torch(t), include_background=True, ignore_empty=False)[0, 0])
+    return _overlap(*_mask_pair(pred, target))[0]
 
 
 def iou(pred: Any, target: Any) -> float:
@@ -144,10 +158,7 @@ def iou(pred: Any, target: Any) -> float:
     Raises:
         InputError: as :func:`dice`.
     """
-    p, t = _mask_pair(pred, target)
-    if not p.any() or not t.any():
-        return float(not p.any() and not t.any())
-    return float(compute_iou(_torch(p), _torch(t), include_background=True, ignore_empty=False)[0, 0])
+    return _overlap(*_mask_pair(pred, target))[1]
 
 
 def hd95(pred: Any, target: Any, spacing: Spacing = None) -> float:
@@ -186,13 +197,8 @@ def segmentation_scores(pred: Any, target: Any, spacing: Spacing = None) -> dict
         ``{"dice": float, "iou": float, "hd95": float}`` with the empty-mask rules applied.
     """
     p, t = _mask_pair(pred, target)
-    if not p.any() or not t.any():
-        both = float(not p.any() and not t.any())
-        return {"dice": both, "iou": both, "hd95": _hd95(p, t, _spacing(spacing))}
-    tp, tt = _torch(p), _torch(t)
-    return {"dice": float(compute_dice(tp, tt, include_background=True, ignore_empty=False)[0, 0]),
-            "iou": float(compute_iou(tp, tt, include_background=True, ignore_empty=False)[0, 0]),
-            "hd95": _hd95(p, t, _spacing(spacing))}
+    d, j = _overlap(p, t)
+    return {"dice": d, "iou": j, "hd95": _hd95(p, t, _spacing(spacing))}
 
 
 # -- classification -------------------------------------------------------------------------------------------
@@ -208,7 +214,8 @@ def _labels(y: Any, name: str, classes: Sequence[Any] | None) -> np.ndarray:
 def _label_pair(y_true: Any, y_pred: Any, classes: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:
     t, p = _labels(y_true, "y_true", classes), _labels(y_pred, "y_pred", classes)
     if len(t) != len(p):
-        raise InputError(f"y_true has {len(t)} labels but y_pred has {len(p)}; they must be the same test items")
+        raise InputError(f"y_true and y_pred must have the same length (one label per test item), got {len(t)} "
+                         f"and {len(p)}")
     return t, p
 
 
@@ -292,13 +299,15 @@ def auroc(y_true: Any, scores: Any, classes: Sequence[Any] | None = None) -> flo
         0.75
     """
     t = _labels(y_true, "y_true", classes)
-    classes = list(classes) if classes is not None else list(np.unique(t))
+    classes = list(classes) if classes is not None else np.unique(t).tolist()
     s = np.asarray(scores, dtype=float)
     if s.ndim not in (1, 2) or s.shape[0] != len(t):
         raise InputError(f"scores must be (N,) or (N, C) with N = len(y_true) = {len(t)}, got shape {s.shape}")
     if not np.all(np.isfinite(s)):
         raise InputError(f"scores hold {int((~np.isfinite(s)).sum())} non-finite values; AUROC needs finite scores")
     if s.ndim == 1 or s.shape[1] == 2:
+        if len(classes) == 1 and len(np.unique(t)) == 1:
+            return float("nan")  # classes inferred from a single-class y_true
         if len(classes) != 2:
             raise InputError(f"binary scores of shape {s.shape} need exactly 2 classes, got classes={classes}")
         positive = t == classes[1]
@@ -464,21 +473,35 @@ def summarize(values: Any, ci: Literal["bootstrap", "t"] = "bootstrap", n_resamp
               seed: int = 0) -> dict[str, Any]:
     """Mean, 95 % CI and count of per-item (bootstrap) or per-seed (t) values, as benchmark records store them.
 
+    nan entries (e.g. an undefined AUROC) are left out and counted in ``n_nan``, never silently; inf raises.
+
     Args:
-        values: (N,) finite values.
+        values: (N,) values.
         ci: "bootstrap" over items (single-run settings) or "t" over seeds (methods.md §6.4).
         n_resamples: bootstrap resamples.
         seed: bootstrap seed.
 
     Returns:
-        ``{"mean": float, "ci95": [lo, hi], "n": int, "sd": float}`` (sd with ddof=1, nan when n = 1).
+        ``{"mean": float, "ci95": [lo, hi], "n": int, "sd": float, "n_nan": int}``: n counts the values used;
+        sd has ddof=1 (nan when n = 1); everything but the counts is nan when no value is left.
+
+    Example:
+        >>> summarize([0.5, 0.7, float("nan")])["n"]
+        2
     """
-    v = _values(values)
-    if ci == "bootstrap":
-        lo, hi = bootstrap_ci(v, np.mean, n_resamples=n_resamples, level=0.95, seed=seed)
-    elif ci == "t":
-        lo, hi = t_interval(v, level=0.95)
-    else:
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 1:
+        raise InputError(f"values must be a 1-D array (one value per image or seed), got shape {v.shape}")
+    if ci not in ("bootstrap", "t"):
         raise InputError(f"ci must be 'bootstrap' or 't', got {ci!r}")
-    sd = float(v.std(ddof=1)) if v.size > 1 else float("nan")
-    return {"mean": float(v.mean()), "ci95": [lo, hi], "n": int(v.size), "sd": sd}
+    kept = v[~np.isnan(v)]
+    nan = float("nan")
+    if kept.size == 0:
+        return {"mean": nan, "ci95": [nan, nan], "n": 0, "sd": nan, "n_nan": int(v.size)}
+    if ci == "bootstrap":
+        lo, hi = bootstrap_ci(kept, np.mean, n_resamples=n_resamples, level=0.95, seed=seed)
+    else:
+        lo, hi = t_interval(kept, level=0.95)
+    sd = float(kept.std(ddof=1)) if kept.size > 1 else nan
+    return {"mean": float(kept.mean()), "ci95": [lo, hi], "n": int(kept.size), "sd": sd,
+            "n_nan": int(v.size - kept.size)}

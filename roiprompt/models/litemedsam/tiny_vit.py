@@ -1,0 +1,261 @@
+"""TinyViT image encoder of LiteMedSAM (MobileSAM's variant: 256x256 input, 256x64x64 embedding).
+
+Stage 0 is convolutional (inverted-residual "MBConv" blocks) and runs at the full input resolution, because the
+patch embedding is two 1x1 convolutions (stride 1). Stages 1-3 are windowed self-attention blocks with a learned
+relative-position bias, each followed by a depthwise 3x3 "local" convolution and an MLP. Patch merging between
+stages halves the grid, except before the last stage (stride 1), so the grid ends at ``input / 4``. A neck maps the
+last stage to the prompt decoder's width.
+
+Tensors are kept as (B, C, H, W) between stages and as a (B, H, W, C) grid inside attention stages; a permute of
+that grid is a channels-last (B, C, H, W) view, so with ``channels_last`` memory format the local convolutions and
+merges need no copies.
+
+Parameter names follow the published checkpoint (``layers.{i}.blocks.{j}.attn.qkv``, ``neck.0`` ...), so
+``lite_medsam.pth`` loads with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import InputError
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a (B, C, H, W) tensor; keeps the input's memory format."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)  # (B, 1, H, W)
+        var = (x - mean).pow(2).mean(dim=1, keepdim=True)  # (B, 1, H, W), biased like nn.LayerNorm
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class ConvBN(nn.Sequential):
+    """Bias-free convolution followed by BatchNorm (children ``c`` and ``bn``); padding keeps the size at stride 1."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.add_module("c", nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(out_ch))
+
+
+class PatchEmbed(nn.Module):
+    """Two 1x1 ConvBN with a GELU between: (B, 3, S, S) -> (B, D, S, S); no downsampling in LiteMedSAM."""
+
+    def __init__(self, in_ch: int, dim: int) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(ConvBN(in_ch, dim // 2), nn.GELU(), ConvBN(dim // 2, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise 3x3, 1x1 project, residual add, then GELU."""
+
+    def __init__(self, dim: int, expand_ratio: float) -> None:
+        super().__init__()
+        hidden = int(dim * expand_ratio)
+        self.conv1 = ConvBN(dim, hidden)
+        self.conv2 = ConvBN(hidden, hidden, kernel=3, groups=hidden)
+        self.conv3 = ConvBN(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.gelu(self.conv1(x))  # (B, 4C, H, W)
+        y = F.gelu(self.conv2(y))  # (B, 4C, H, W)
+        return F.gelu(x + self.conv3(y))  # (B, C, H, W)
+
+
+class PatchMerging(nn.Module):
+    """1x1 ConvBN, depthwise 3x3 ConvBN with ``stride``, 1x1 ConvBN: (B, C, H, W) -> (B, C', H/s, W/s)."""
+
+    def __init__(self, dim: int, out_dim: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = ConvBN(dim, out_dim)
+        self.conv2 = ConvBN(out_dim, out_dim, kernel=3, stride=stride, groups=out_dim)
+        self.conv3 = ConvBN(out_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.conv1(x))
+        x = F.gelu(self.conv2(x))
+        return self.conv3(x)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside one window of ``window`` x ``window`` tokens, pre-normed, with a learned
+    bias per head for every (|dy|, |dx|) offset between two tokens of the window.
+
+    The fused ``qkv`` projection is laid out per head as [q (d), k (d), v (d)], d = dim / heads (checkpoint layout).
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise InputError(f"TinyViT width {dim} is not divisible by its {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, window * window))
+        # offset (|dy|, |dx|) between tokens i and j of the window -> column |dy| * window + |dx| of the table
+        yy, xx = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+        y, x = yy.flatten(), xx.flatten()  # (N,), N = window^2
+        index = (y[:, None] - y[None, :]).abs() * window + (x[:, None] - x[None, :]).abs()  # (N, N)
+        self.register_buffer("attention_bias_idxs", index, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape  # (B*, N, C): B* = batch x windows
+        qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.head_dim)  # (B*, N, h, 3d)
+        q, k, v = qkv.transpose(1, 2).split(self.head_dim, dim=-1)  # each (B*, h, N, d)
+        bias = self.attention_biases[:, self.attention_bias_idxs]  # (h, N, N)
+        # explicit softmax attention: SDPA's CPU path with a float mask spends ~8% of the encoder on mask checks
+        attn = (q @ k.transpose(-2, -1)).mul_(self.scale).add_(bias)  # (B*, h, N, N)
+        out = attn.softmax(dim=-1) @ v  # (B*, h, N, d)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))  # (B*, N, C)
+
+
+class TinyViTBlock(nn.Module):
+    """Window attention (residual), depthwise 3x3 local ConvBN, MLP (residual); on a (B, H, W, C) grid.
+
+    The grid is zero-padded to a multiple of the window before attention and cropped after; the pad tokens take
+    part in attention (as in the published model), so they are padded before the attention's LayerNorm.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.window = window
+        self.attn = WindowAttention(dim, num_heads, window)
+        self.local_conv = ConvBN(dim, dim, kernel=3, groups=dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        ws = self.window
+        pad_h, pad_w = -h % ws, -w % ws
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, H', W', C)
+        nh, nw = (h + pad_h) // ws, (w + pad_w) // ws
+        windows = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)  # (B*, ws^2, C)
+        out = self.attn(windows)  # (B*, ws^2, C)
+        out = out.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, nh * ws, nw * ws, c)  # (B, H', W', C)
+        return out[:, :h, :w]  # (B, H, W, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self._windowed_attention(x)  # (B, H, W, C)
+        # the permuted grid is a channels-last (B, C, H, W) view: the depthwise conv needs no copy
+        x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, C)
+        return x + self.mlp(x)
+
+
+class Mlp(nn.Module):
+    """Pre-normed two-layer GELU MLP on the last axis."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+class ConvStage(nn.Module):
+    """Stage 0: MBConv blocks, then patch merging; (B, C, H, W) -> (B, C', H/s, W/s)."""
+
+    def __init__(self, dim: int, depth: int, expand_ratio: float, out_dim: int, stride: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(MBConv(dim, expand_ratio) for _ in range(depth))
+        self.downsample = PatchMerging(dim, out_dim, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)  # (B, C, H, W)
+        return self.downsample(x)
+
+
+class AttentionStage(nn.Module):
+    """Stages 1-3: TinyViT blocks, then (except the last stage) patch merging; (B, C, H, W) in and out."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float,
+                 out_dim: int | None, stride: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(TinyViTBlock(dim, num_heads, window, mlp_ratio) for _ in range(depth))
+        self.downsample = PatchMerging(dim, out_dim, stride) if out_dim is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C): a free view when x is channels-last
+        for block in self.blocks:
+            x = block(x)
+        x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
+        return self.downsample(x) if self.downsample is not None else x
+
+
+class TinyViT(nn.Module):
+    """TinyViT encoder: (B, 3, S, S) in [0, 1] -> (B, out_dim, S/4, S/4) (LiteMedSAM: (B, 256, 64, 64)).
+
+    Args:
+        img_size: side S of the square input.
+        embed_dims: width of each stage (LiteMedSAM: 64, 128, 160, 320).
+        depths: blocks per stage (2, 2, 6, 2).
+        num_heads: attention heads per stage; entry 0 is unused (stage 0 is convolutional).
+        window_sizes: attention window per stage; entry 0 is unused.
+        merge_strides: stride of the patch merging after stages 0..n-2 (2, 2, 1: the grid ends at S/4).
+        out_dim: width of the neck output (the prompt decoder's width, 256).
+        mlp_ratio: MLP hidden width / stage width.
+        mbconv_expand_ratio: hidden width / width in stage 0's MBConv blocks.
+
+    Raises:
+        InputError: inconsistent architecture numbers.
+    """
+
+    def __init__(self, img_size: int = 256, embed_dims: Sequence[int] = (64, 128, 160, 320),
+                 depths: Sequence[int] = (2, 2, 6, 2), num_heads: Sequence[int] = (2, 4, 5, 10),
+                 window_sizes: Sequence[int] = (7, 7, 14, 7), merge_strides: Sequence[int] = (2, 2, 1),
+                 out_dim: int = 256, mlp_ratio: float = 4.0, mbconv_expand_ratio: float = 4.0) -> None:
+        super().__init__()
+        n = len(embed_dims)
+        if n < 2 or not len(depths) == len(num_heads) == len(window_sizes) == n or len(merge_strides) != n - 1:
+            raise InputError(f"TinyViT needs >= 2 stages and matching lengths: embed_dims {len(embed_dims)}, "
+                             f"depths {len(depths)}, num_heads {len(num_heads)}, window_sizes {len(window_sizes)}, "
+                             f"merge_strides {len(merge_strides)} (expected n - 1)")
+        total_stride = 1
+        for s in merge_strides:
+            total_stride *= s
+        if img_size % total_stride:
+            raise InputError(f"img_size {img_size} is not divisible by the total merge stride {total_stride}")
+        self.img_size = img_size
+        self.grid = img_size // total_stride  # side of the output grid (64)
+        self.patch_embed = PatchEmbed(3, embed_dims[0])
+        stages: list[nn.Module] = [ConvStage(embed_dims[0], depths[0], mbconv_expand_ratio, embed_dims[1],
+                                             merge_strides[0])]
+        for i in range(1, n):
+            last = i == n - 1
+            stages.append(AttentionStage(embed_dims[i], depths[i], num_heads[i], window_sizes[i], mlp_ratio,
+                                         None if last else embed_dims[i + 1], 1 if last else merge_strides[i]))
+        self.layers = nn.ModuleList(stages)
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dims[-1], out_dim, kernel_size=1, bias=False),
+            LayerNorm2d(out_dim),
+            nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_dim),
+        )
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(pixels)  # (B, 64, 256, 256)
+        for stage in self.layers:
+            x = stage(x)  # -> (B, 128, 128, 128) -> (B, 160, 64, 64) -> (B, 320, 64, 64) -> (B, 320, 64, 64)
+        return self.neck(x)  # (B, 256, 64, 64)
