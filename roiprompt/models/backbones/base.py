@@ -133,6 +133,9 @@ def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable
 
 
 def list_backbones() -> list[str]:
+    """Names of every registered backbone (built-in ones included)."""
+    from . import _builtin  # noqa: F401  (imports register the built-in backbones)
+
     return sorted(_BACKBONES)
 
 
