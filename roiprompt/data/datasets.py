@@ -11,6 +11,7 @@ seen from the repository), else ``./shared/data`` or ``../shared/data`` from the
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -278,9 +279,9 @@ def _spec(name: str) -> _Spec:
 def _locate(name: str, root: Path) -> Path:
     """The dataset's own folder: ``root/name`` (the usual case) or ``root`` itself when it holds the layout."""
     spec = _spec(name)
-    for folder in (root / name, root):
-        if (folder / spec.marker).exists():
-            return folder
+    for candidate in (root / name, root):
+        if (candidate / spec.marker).exists():
+            return candidate
     if (root / name).is_dir():
         seen = f"{root / name} exists but has no {spec.marker}"
     else:
@@ -311,10 +312,16 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any
         >>> data = load_dataset("kvasir_seg"); test = data.split("test")   # 1000 and 100 samples
     """
     spec = _spec(name)
+    try:
+        inspect.signature(spec.reader).bind(None, **kwargs)
+    except TypeError:
+        accepted = list(inspect.signature(spec.reader).parameters)[1:]
+        raise InputError(f"dataset {name!r} does not take option(s) {sorted(kwargs)}; it accepts "
+                         f"{accepted or 'none'}") from None
     if name == "folder":
         if root is None:
             raise InputError("dataset 'folder' needs root=PATH, the folder holding images/ (and masks/, labels.csv)")
-        return spec.reader(Path(root).expanduser())
+        return spec.reader(Path(root).expanduser(), **kwargs)
     base = Path(root).expanduser() if root is not None else default_root()
     return spec.reader(_locate(name, base), **kwargs)
 

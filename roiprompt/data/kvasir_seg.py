@@ -57,7 +57,7 @@ def _splits(folder: Path, ids: set[str]) -> tuple[dict[str, list[str]], dict[str
         if unknown := sorted(set(split_ids) - ids):
             raise DataError(f"{path}: names {missing_list(unknown)} image(s) missing from Kvasir-SEG/images")
         splits[name] = split_ids
-        for sid, entry in zip(split_ids, entries):
+        for sid, entry in zip(split_ids, entries, strict=True):
             if isinstance(entry.get("prompts"), dict):
                 prompts[sid] = dict(entry["prompts"])
     return splits, prompts

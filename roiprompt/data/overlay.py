@@ -99,7 +99,7 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, mask_or_masks:
         if len(labs) != len(pts):
             raise InputError(f"overlay: {len(pts)} points but {len(labs)} labels; give one label per point")
         radius = 2 + 2 * thickness
-        for (x, y), lab in zip(pts, labs):
+        for (x, y), lab in zip(pts, labs, strict=True):
             draw.ellipse([x - radius, y - radius, x + radius, y + radius],
                          fill=_POSITIVE if lab else _NEGATIVE, outline=(255, 255, 255), width=max(1, thickness // 2))
     if masks:  # legend, top-left, on a dark band so it reads on bright images

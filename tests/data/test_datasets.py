@@ -151,9 +151,11 @@ def test_default_root_follows_environment(monkeypatch, tmp_path):
     assert default_root() != tmp_path
 
 
-def test_unknown_dataset_name():
+def test_unknown_dataset_name_or_option():
     with pytest.raises(InputError, match=r"unknown dataset 'kvasir'; did you mean 'kvasir_seg'\? available"):
         load_dataset("kvasir")
+    with pytest.raises(InputError, match=r"dataset 'jsrt' does not take option\(s\) \['label'\]; it accepts none"):
+        load_dataset("jsrt", label="birads")
 
 
 def test_lazy_dataset_api():

@@ -26,8 +26,8 @@ def test_sample_per_class_stratified_and_deterministic():
 
 
 def test_sample_per_class_errors():
-    with pytest.raises(InputError, match=r"class\(es\) \['c'\] have fewer than k=5 samples \(counts: \{'a': 10, 'b': 6, "
-                                         r"'c': 4\}\)"):
+    with pytest.raises(InputError, match=r"class\(es\) \['c'\] have fewer than k=5 samples "
+                                         r"\(counts: \{'a': 10, 'b': 6, 'c': 4\}\)"):
         sample_per_class(LABELS, 5, seed=0)
     for bad in (0, -1, 2.5, "some", True):
         with pytest.raises(InputError, match="k must be a positive integer"):
