@@ -7,6 +7,10 @@ Frames: the image's longest side is resized to 256 and zero-padded bottom/right 
 (:class:`~roiprompt.prompts.transforms.Frame`); prompts are pixels of that frame; the decoder answers with
 256x256 low-resolution logits of the same padded frame (``mask_size`` 256 = 4x the 64x64 embedding grid).
 
+Prompts: LiteMedSAM was trained with box prompts. Points (alone) are accepted, as the SAM decoder takes them,
+but a lone point gives a near-empty mask with a low predicted IoU (measured on BUS-BRA: IoU_pred ~0.15);
+combine points with a box (and/or a dense mask prompt).
+
 Fast CPU path (``fast=True``, the default; each part can be switched on its own, results are unchanged):
 
 * ``tune_allocator``: glibc ``mallopt`` so the 67 MB stage-0 activations stop being mmap'ed and zero-filled
