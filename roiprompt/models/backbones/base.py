@@ -45,6 +45,23 @@ class ImageEmbedding:
                               {k: torch.cat([e.extra[k] for e in items]) for k in items[0].extra})
 
 
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxW or HxWx{1,3} image (uint8 in [0, 255], or float in the same range) -> (1, 3, H, W) float32.
+
+    Grayscale is repeated to 3 channels (MedSAM's ``MedSAM_Inference.py`` does the same).
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise InputError(f"image has shape {arr.shape}; expected HxW, HxWx1 or HxWx3 (RGB)")
+    if not np.isfinite(arr).all():
+        raise InputError("image contains NaN or infinite values")
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)[None]
+
+
 class Backbone(nn.Module):
     """Base class of every backbone; subclasses implement the verbs they support.
 

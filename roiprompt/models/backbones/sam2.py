@@ -29,7 +29,8 @@ import torch
 from ...errors import InputError
 from ...prompts.transforms import Frame
 from .base import Backbone, ImageEmbedding, register_backbone
-from .sam import IMAGENET_MEAN, IMAGENET_STD, check_pixels, image_to_tensor, load_hf_folder, sam_prompts
+from .base import image_to_tensor
+from .sam import IMAGENET_MEAN, IMAGENET_STD, check_pixels, load_hf_folder, sam_prompts
 
 HIGH_RES_KEYS = ("high_res_0", "high_res_1")  # 4x and 2x the embedding grid (256^2 and 128^2 for real SAM 2)
 
