@@ -21,7 +21,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".ni
 def _console():
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False)
+    # Wide, unwrapped output when piped (logs, CI); rich would otherwise wrap at 80 columns.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def _progress():
