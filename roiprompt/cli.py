@@ -6,6 +6,7 @@ One ``main(argv=None) -> int`` with argparse subcommands, callable from tests.
 from __future__ import annotations
 
 import argparse
+import glob
 import shlex
 import sys
 from pathlib import Path
@@ -33,18 +34,24 @@ def _progress():
 
 
 # -- datasets -----------------------------------------------------------------------------------------------
-def cmd_datasets(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from .data import find_datasets
-    from .data.datasets import default_root
+def _find_datasets(args: argparse.Namespace) -> tuple[Path, dict[str, int]]:
+    """(data root, {dataset: count}); explains how to get the data when nothing is found."""
+    from .data import default_root, find_datasets
 
     root = Path(args.root) if args.root else default_root()
     found = find_datasets(root)
-    console = _console()
     if not found:
-        console.print(f"no datasets found under {root}\n" + _HOW_TO_GET_DATA)
+        _console().print(f"[red]no datasets found under {root}[/red]\n" + _HOW_TO_GET_DATA)
+    return root, found
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    root, found = _find_datasets(args)
+    if not found:
         return 1
+    console = _console()
     table = Table(title=f"datasets under {root}")
     for col in ("name", "images"):
         table.add_column(col)
@@ -69,12 +76,13 @@ def _list_images(target: Path) -> list[Path]:
         return sorted(p for p in target.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
     if target.exists():
         return [target]
-    return sorted(Path(p) for p in __import__("glob").glob(str(target)))
+    return sorted(Path(p) for p in glob.glob(str(target)))
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from .data import read_image, write_mask_png, write_overlay_png
-    from .methods import load_method
+    from .models.backbones import load_backbone
+    from .predictor import SamPredictor
 
     images = _list_images(Path(args.images))
     if not images:
@@ -86,8 +94,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     out = Path(args.out)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
-    method = load_method("box_prompt", backbone=args.backbone, weights=args.weights)
-    predictor = method.predictor
+    predictor = SamPredictor(load_backbone(args.backbone, weights=args.weights))
     failures: list[str] = []
     rows = ["file,iou_pred,area_px"]
     with _progress() as bar:
@@ -162,16 +169,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from . import metrics
-    from .data import find_datasets, load_dataset, write_overlay_png
-    from .data.datasets import default_root
+    from .data import load_dataset, write_overlay_png
     from .methods import load_method
 
-    root = Path(args.root) if args.root else default_root()
-    found = find_datasets(root)
-    console = _console()
+    root, found = _find_datasets(args)
     if not found:
-        console.print(f"[red]no datasets found under {root}[/red]\n" + _HOW_TO_GET_DATA)
         return 1
+    console = _console()
     method = load_method("box_prompt")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -81,9 +81,9 @@ def run_segmentation_bench(
         try:
             sample: Sample = data[i]
             for structure in structures:
-                target = sample.masks[structure]
-                if not target.any():
-                    continue  # nothing to prompt from; reported by the count n
+                target = sample.masks.get(structure)
+                if target is None or not target.any():
+                    continue  # no ground truth to prompt from or score against; reflected in the count n
                 pred = method.predict(sample.image, source=sample.meta.get("path", sample.id),
                                       **method.prompts_from_truth(sample, structure))
                 scores = metrics.segmentation_scores(pred.mask, target)

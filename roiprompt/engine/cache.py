@@ -71,12 +71,3 @@ class EmbeddingCache:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save(data, tmp)
         tmp.replace(path)  # atomic: concurrent readers never see a partial file
-
-    def encode(self, image: np.ndarray, backbone: Backbone, view: str = "orig") -> ImageEmbedding:
-        """Cached ``backbone.encode_image(backbone.preprocess(image))`` for one image (batch 1)."""
-        cached = self.load(image, backbone, view)
-        if cached is not None:
-            return cached
-        embedding = backbone.encode_image(backbone.preprocess(image))
-        self.store(image, backbone, embedding, view)
-        return embedding
