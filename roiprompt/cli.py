@@ -1,11 +1,18 @@
-"""Command line: ``roiprompt datasets | segment | bench | demo``.
+"""Command line: ``roiprompt datasets | segment | oneshot | bench | demo``.
 
 One ``main(argv=None) -> int`` with argparse subcommands, callable from tests.
+
+- ``datasets``: list the datasets found under the data root.
+- ``segment``: segment an image or a folder from a box and/or points.
+- ``oneshot``: segment a folder from one annotated reference image (Med-PerSAM or a one-shot baseline).
+- ``bench``: benchmark a method on a dataset and write JSON records.
+- ``demo``: run box_prompt on a few images of each dataset found and write overlays.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import shlex
 import sys
@@ -16,6 +23,7 @@ import numpy as np
 
 from .errors import RoiPromptError
 
+SAM_BACKBONES = ("litemedsam", "sam", "medsam", "sam2")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".gif")
 
 
@@ -79,6 +87,11 @@ def _list_images(target: Path) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(str(target)))
 
 
+def _stem(path: Path) -> str:
+    """Output name of an input file: its name up to the first dot (``JPCLN001.IMG.png`` -> ``JPCLN001``)."""
+    return path.name.split(".")[0]
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from .data import read_image, write_mask_png, write_overlay_png
     from .models.backbones import load_backbone
@@ -107,7 +120,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                                         point_labels=np.array(labels) if points else None,
                                         box=np.array(args.box, float) if args.box else None)
                 mask, iou, _ = res.best()
-                stem = path.name.split(".")[0]
+                stem = _stem(path)
                 write_mask_png(out / "masks" / f"{stem}.png", mask)
                 write_overlay_png(out / "overlays" / f"{stem}.png", image, mask,
                                   boxes=[args.box] if args.box else None,
@@ -127,20 +140,129 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- oneshot ------------------------------------------------------------------------------------------------
+ONESHOT_METHODS = ("med_persam", "persam", "persam_f", "registration")
+WARPING_METHODS = ("med_persam", "registration")  # their configs (WarpingConfig) take seed and warp_iterations
+
+
+def _reference_masks(specs: Sequence[str], image_hw: tuple[int, int]) -> dict[str, np.ndarray]:
+    """``--reference-mask`` values (``PATH`` or ``NAME=PATH``) -> {structure: HxW bool mask}."""
+    from .data import read_mask
+    from .methods.oneshot import DEFAULT_STRUCTURE
+
+    masks: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or "/" in name or "\\" in name or Path(spec).exists():  # a plain path
+            name, path = DEFAULT_STRUCTURE, spec
+        if not path:
+            raise RoiPromptError(f"--reference-mask {spec!r}: give MASK or NAME=MASK")
+        if name in masks:
+            raise RoiPromptError(f"--reference-mask: structure {name!r} given twice; name each mask with NAME=MASK "
+                                 "(e.g. --reference-mask left_lung=a.png --reference-mask heart=b.png)")
+        masks[name] = read_mask(path, image_hw=image_hw)
+    return masks
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:  # pragma: no cover - unresolvable path: compare as given
+        return a == b
+
+
+def _score(value: float | None) -> str:
+    """CSV cell of an optional score: empty when missing or NaN."""
+    return "" if value is None or not np.isfinite(value) else f"{float(value):.4f}"
+
+
+def cmd_oneshot(args: argparse.Namespace) -> int:
+    from .data import read_image, write_mask_png, write_overlay_png
+    from .methods import load_method
+
+    # Bad reference inputs fail here, before the model is loaded.
+    ref_path = Path(args.reference)
+    ref_image = read_image(ref_path)
+    ref_masks = _reference_masks(args.reference_mask, ref_image.shape[:2])
+    images = [p for p in _list_images(Path(args.images)) if not _same_file(p, ref_path)]
+    if not images:
+        raise RoiPromptError(f"{args.images}: no target images found besides the reference (looked for "
+                             f"{', '.join(IMAGE_SUFFIXES)})")
+    config: dict = {"weights": args.weights, "cache_dir": args.cache_dir}
+    if args.method in WARPING_METHODS:
+        config["seed"] = args.seed
+        if args.warp_iterations is not None:
+            config["warp_iterations"] = args.warp_iterations
+    elif args.warp_iterations is not None or args.seed != 0:
+        _console().print(f"note: {args.method} fits no warping model; --seed and --warp-iterations have no effect")
+    out = Path(args.out)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    write_overlay_png(out / "overlays" / "reference.png", ref_image, ref_masks)
+
+    failures: list[str] = []
+    targets: list[tuple[Path, np.ndarray]] = []
+    rows: list[list[str]] = []
+    with _progress() as bar:
+        task = bar.add_task("reading targets", total=len(images))
+        for path in images:  # all first: the readable ones are the pool the warping model learns from
+            try:
+                targets.append((path, read_image(path)))
+            except RoiPromptError as err:  # skip a bad file, report it at the end, finish the rest
+                failures.append(str(err))
+            bar.advance(task)
+        if targets:
+            task = bar.add_task(f"{args.method}: fitting the reference", total=None)
+            method = load_method(args.method, backbone=args.backbone, **config)
+            method.set_reference(ref_image, ref_masks, source=str(ref_path), pool=[image for _, image in targets])
+            bar.update(task, total=1, completed=1)
+            task = bar.add_task(f"{args.method}: segmenting", total=len(targets))
+        for path, image in targets:
+            try:
+                preds = method.predict_all(image, source=str(path))
+                stem = _stem(path)
+                for structure, pred in preds.items():
+                    write_mask_png(out / "masks" / f"{stem}_{structure}.png", pred.mask)
+                write_overlay_png(out / "overlays" / f"{stem}.png", image, {s: p.mask for s, p in preds.items()})
+                rows += [[path.name, s, _score(p.scores.get("iou_pred")), _score(p.scores.get("warp_agreement")),
+                          str(int(p.mask.sum()))] for s, p in preds.items()]
+            except RoiPromptError as err:
+                failures.append(str(err))
+            bar.advance(task)
+    with open(out / "predictions.csv", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["image", "structure", "iou_pred", "warp_agreement", "area_px"])
+        writer.writerows(rows)
+    console = _console()
+    console.print(f"{len(images) - len(failures)} segmented, {len(failures)} skipped: masks, overlays and "
+                  f"predictions.csv in {out}")
+    if failures:
+        console.print(f"[red]skipped {len(failures)} file(s):[/red]")
+        for f in failures:
+            console.print(f"  {f}")
+        return 1
+    return 0
+
+
 # -- bench --------------------------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .engine.bench import run_segmentation_bench
+    from .engine.oneshot_bench import run_oneshot_bench
     from .engine.records import write_records
+    from .methods.base import _METHODS
+    from .methods.oneshot import OneShotMethod
 
     config = {"cache_dir": args.cache_dir} if args.cache_dir else {}
-    if args.seeds != 1 and args.method == "box_prompt":
-        _console().print("note: box_prompt is deterministic (ground-truth boxes); --seeds has no effect")
+    oneshot = issubclass(_METHODS[args.method], OneShotMethod)
+    if args.seeds != 1 and not oneshot:
+        _console().print(f"note: {args.method} is deterministic given ground-truth prompts; --seeds has no effect")
     with _progress() as bar:
         task = bar.add_task(f"{args.method} on {args.dataset}", total=None)
-        run = run_segmentation_bench(
-            args.method, args.dataset, structures=args.structure, limit=args.limit, root=args.root,
-            backbone=args.backbone, progress=lambda done, total: bar.update(task, completed=done, total=total),
-            **config)
+        runner = run_oneshot_bench if oneshot else run_segmentation_bench
+        extra = {"seeds": args.seeds} if oneshot else {}
+        run = runner(args.method, args.dataset, structures=args.structure, limit=args.limit, root=args.root,
+                     backbone=args.backbone, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                     **extra, **config)
     records = run.records(command="roiprompt " + shlex.join(argv))
     _print_records(records)
     if run.failures:
@@ -225,15 +347,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative-point", nargs=2, type=float, action="append", metavar=("X", "Y"),
                    help="background point")
     p.add_argument("--out", required=True, help="output folder (masks/, overlays/, predictions.csv)")
-    p.add_argument("--backbone", default="litemedsam", choices=["litemedsam", "sam", "medsam", "sam2"])
+    p.add_argument("--backbone", default="litemedsam", choices=SAM_BACKBONES)
     p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")
+
+    p = sub.add_parser(
+        "oneshot", help="segment a folder from one annotated reference image (Med-PerSAM or a one-shot baseline)",
+        description="Learn the structures of one annotated reference image and segment them in every target image; "
+                    "writes masks/<stem>_<structure>.png, overlays/<stem>.png (and overlays/reference.png) and "
+                    "predictions.csv. Exit code 1 when a target file was skipped.")
+    p.add_argument("--reference", required=True, metavar="IMG", help="the annotated reference image")
+    p.add_argument("--reference-mask", required=True, action="append", metavar="[NAME=]MASK",
+                   help="binary mask of the reference, the size of the image; repeat with NAME=MASK for several "
+                        "structures (e.g. --reference-mask left_lung=a.png --reference-mask heart=b.png); a plain "
+                        "path names the structure 'roi'")
+    p.add_argument("--images", required=True, metavar="DIR_OR_GLOB",
+                   help="target images: a folder, a glob or a file (the reference itself is left out)")
+    p.add_argument("--out", required=True, help="output folder (masks/, overlays/, predictions.csv)")
+    p.add_argument("--method", default="med_persam", choices=ONESHOT_METHODS, help="default: med_persam")
+    p.add_argument("--backbone", default="litemedsam", choices=SAM_BACKBONES)
+    p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")
+    p.add_argument("--cache-dir", help="on-disk embedding cache directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of the warping fit (med_persam, registration)")
+    p.add_argument("--warp-iterations", type=int, metavar="N",
+                   help="Adam steps of the warping fit (med_persam, registration; default: the method's, 300)")
 
     p = sub.add_parser("bench", help="benchmark a method on a dataset and write JSON records")
     p.add_argument("method", choices=list_methods())
     p.add_argument("--dataset", required=True)
     p.add_argument("--structure", action="append", help="structure(s) to evaluate (default: all)")
-    p.add_argument("--limit", type=int, help="first N images only")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds (few-shot methods)")
+    p.add_argument("--limit", type=int, help="first N images only (one-shot methods: first N test images)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (one-shot: references drawn from train)")
     p.add_argument("--root", help="data root")
     p.add_argument("--backbone", default="litemedsam", choices=list_backbones())
     p.add_argument("--cache-dir", help="on-disk embedding cache directory")
@@ -255,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_datasets(args)
         if args.command == "segment":
             return cmd_segment(args)
+        if args.command == "oneshot":
+            return cmd_oneshot(args)
         if args.command == "bench":
             return cmd_bench(args, argv)
         if args.command == "demo":

@@ -72,3 +72,55 @@ def test_demo_on_real_data(tmp_path, capsys):
     assert main(["demo", "--root", str(root), "--n", "1", "--out", str(tmp_path / "o")]) == 0
     assert "mean Dice" in capsys.readouterr().out
     assert len(list((tmp_path / "o").glob("*.png"))) >= 3
+
+
+def _jsrt_oneshot_folder(tmp_path):
+    """A reference (JSRT image + left_lung and heart masks as PNG) and a target folder: 3 JSRT images + a bad file."""
+    import roiprompt
+
+    data = roiprompt.load_dataset("jsrt", root=data_root("jsrt").parent)
+    ref = data[0]
+    Image.fromarray(ref.image).save(tmp_path / "ref.png")
+    for structure in ("left_lung", "heart"):
+        Image.fromarray(ref.masks[structure].astype(np.uint8) * 255).save(tmp_path / f"ref_{structure}.png")
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for i in (1, 2, 3):
+        Image.fromarray(data[i].image).save(folder / f"{data[i].id}.png")
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage, not a png")
+    return tmp_path / "ref.png", folder, [data[i].id for i in (1, 2, 3)]
+
+
+def test_oneshot_folder_two_structures_skips_corrupt_file(tmp_path, capsys):
+    ref, folder, ids = _jsrt_oneshot_folder(tmp_path)
+    out = tmp_path / "out"
+    code = main(["oneshot", "--reference", str(ref), "--reference-mask", f"left_lung={tmp_path / 'ref_left_lung.png'}",
+                 "--reference-mask", f"heart={tmp_path / 'ref_heart.png'}", "--images", str(folder),
+                 "--out", str(out), "--warp-iterations", "30"])
+    assert code == 1  # finished the rest, but reports the bad file
+    text = capsys.readouterr().out
+    assert "bad.png" in text and "3 segmented, 1 skipped" in text
+    for stem in ids:
+        for structure in ("left_lung", "heart"):
+            mask = np.array(Image.open(out / "masks" / f"{stem}_{structure}.png"))
+            assert mask.shape == (384, 384) and mask.any()
+        assert (out / "overlays" / f"{stem}.png").is_file()
+    assert (out / "overlays" / "reference.png").is_file()
+    assert len(list((out / "masks").glob("*.png"))) == 6
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "image,structure,iou_pred,warp_agreement,area_px" and len(rows) == 7
+    for row in rows[1:]:
+        image, structure, iou, agreement, area = row.split(",")
+        assert image.split(".")[0] in ids and structure in ("left_lung", "heart")
+        assert np.isfinite(float(iou)) and 0 <= float(agreement) <= 1 and int(area) > 0
+
+
+def test_oneshot_reference_mask_of_wrong_size_is_an_error(tmp_path, capsys):
+    image = tmp_path / "ref.png"
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(image)
+    mask = tmp_path / "small_mask.png"
+    Image.fromarray(np.full((20, 20), 255, np.uint8)).save(mask)
+    assert main(["oneshot", "--reference", str(image), "--reference-mask", str(mask), "--images", str(tmp_path),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "small_mask.png" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # failed before loading the model or writing anything

@@ -1,3 +1,5 @@
 """Import every built-in method module so its ``@register_method`` runs."""
 
 from .baselines import box_prompt  # noqa: F401
+from .med_persam import method  # noqa: F401
+from .baselines import persam  # noqa: F401

@@ -70,11 +70,14 @@ class Backbone(nn.Module):
         input_size: side of the square model frame (SAM family: longest side resized then zero-padded).
         mask_size: side of the decoder's low-resolution logits (SAM family: 256).
         weights_sha256: hash of the loaded checkpoint (part of every embedding cache key), or None.
+        point_prompts: whether the decoder was trained with point prompts (False for LiteMedSAM, trained with
+            boxes only: methods use its points for selection, not as prompts).
     """
 
     name: ClassVar[str] = "backbone"
     input_size: int = 0
     mask_size: int = 0
+    point_prompts: bool = True
     weights_sha256: str | None = None
 
     # -- capabilities -------------------------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""``persam`` and ``persam_f``: the PerSAM baselines (Zhang et al., ICLR 2024) on roiprompt backbones.
+
+PerSAM localises the target with the reference *prototype* (mean embedding under the reference mask): the
+arg-max of its cosine similarity on the target becomes a positive point, the arg-min a negative point; then two
+cascaded refinements (the previous logits as a dense prompt, then also the box of the previous mask).
+PerSAM-F keeps only the positive point, asks for SAM's three masks and mixes their logits with two weights fit
+on the reference image itself (the third weight is one minus their sum), then refines the same way.
+
+Simplifications forced by the ``Backbone.decode`` interface (shared by LiteMedSAM, SAM, MedSAM and SAM 2):
+PerSAM's *target-guided attention* (the similarity map added to the decoder's token-to-image attention) and
+*target-semantic prompting* (the prototype added to the decoder's prompt tokens) need hooks inside the mask
+decoder, which the interface does not expose; both are left out. LiteMedSAM was trained with box prompts, so
+its first, point-only step is weak (near-empty masks); the box step of the cascade is what recovers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...prompts.points import persam_points
+from ...types import Prediction
+from ..base import register_method
+from ..oneshot import OneShotMethod, Target, best_output
+
+
+@dataclass(frozen=True)
+class PerSAMConfig:
+    """Settings of :class:`PerSAM`.
+
+    Attributes:
+        refine: run the two cascaded refinements (logits, then logits + box).
+        weights: local backbone checkpoint (None: offline default).
+        cache_dir: on-disk embedding cache (None: none).
+    """
+
+    refine: bool = True
+    weights: str | None = None
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class PerSAMFConfig(PerSAMConfig):
+    """Settings of :class:`PerSAMF`: PerSAM's plus the fit of the two mask-scale weights (PerSAM-F's values).
+
+    Attributes:
+        iterations: AdamW steps (cosine schedule).
+        lr: AdamW learning rate.
+        eps: AdamW epsilon.
+    """
+
+    iterations: int = 1000
+    lr: float = 1e-3
+    eps: float = 1e-4
+
+
+def _cascade(method: OneShotMethod, target: Target, points: np.ndarray, labels: np.ndarray,
+             first: tuple[np.ndarray, float, np.ndarray]) -> tuple[np.ndarray, float, np.ndarray, np.ndarray | None]:
+    """PerSAM's cascaded post-refinement from a first (mask, iou, low-res logits): returns (mask, iou, logits, box)."""
+    mask, iou, logits = first
+    mask, iou, logits, _ = best_output(method.decode(target, points, labels, mask_logits=logits, multimask=True))
+    valid = target.frame.valid_region(method.work_size)
+    box = None
+    if (logits > 0)[: valid[0], : valid[1]].any():
+        box = method.work_box((logits > 0).astype(np.float32), 0.0, valid)
+        mask, iou, logits, _ = best_output(method.decode(target, points, labels, box, logits, multimask=True))
+    return mask, iou, logits, box
+
+
+def _prediction(method: OneShotMethod, target: Target, mask: np.ndarray, iou: float, logits: np.ndarray,
+                points: np.ndarray, labels: np.ndarray, box: np.ndarray | None) -> Prediction:
+    scale = method.backbone.input_size / method.work_size
+    to_orig = target.frame.points_to_original
+    return Prediction(mask=mask, scores={"iou_pred": iou},
+                      extras={"points": to_orig(points * scale), "point_labels": labels,
+                              "box": None if box is None else to_orig(box.reshape(2, 2) * scale).reshape(4),
+                              "low_res_logits": logits})
+
+
+@register_method("persam")
+class PerSAM(OneShotMethod):
+    """Training-free PerSAM: prototype arg-max/arg-min points, then cascaded refinement.
+
+    Example:
+        >>> method = roiprompt.load_method("persam").set_reference(ref_image, ref_mask)
+        >>> pred = method.predict(image)
+    """
+
+    config_class = PerSAMConfig
+
+    def _segment(self, target: Target, structure: str) -> Prediction:
+        valid = target.frame.valid_region(self.work_size)
+        points, labels = persam_points(self.similarity(target, structure), valid)
+        mask, iou, logits, _ = best_output(self.decode(target, points, labels, multimask=False))
+        box = None
+        if self.config.refine:
+            mask, iou, logits, box = _cascade(self, target, points, labels, (mask, iou, logits))
+        return _prediction(self, target, mask, iou, logits, points, labels, box)
+
+
+@register_method("persam_f")
+class PerSAMF(OneShotMethod):
+    """PerSAM-F: the positive point only, SAM's 3 masks mixed by 2 weights fit on the reference, then refinement.
+
+    The weights are fit per structure at :meth:`set_reference` on the decoder's low-res logits of the reference
+    itself (Dice + focal loss, as PerSAM-F), which costs one decoder call and ~1 s of AdamW steps.
+    """
+
+    config_class = PerSAMFConfig
+
+    def _on_reference(self, pool: Sequence[np.ndarray]) -> None:
+        ref = self.reference
+        self.mix_weights: dict[str, torch.Tensor] = {}
+        embedding = self.predictor.embedding  # the reference's, just encoded by set_reference
+        target = Target("reference", ref.image, ref.frame, "reference", lambda: embedding, embedding)
+        valid = ref.frame.valid_region(self.work_size)
+        for s in self.structures:
+            points, labels = persam_points(self.similarity(target, s), valid)
+            out = self.decode(target, points[:1], labels[:1], multimask=True)
+            logits = torch.as_tensor(out.low_res_logits)  # (3, S, S)
+            self.mix_weights[s] = _fit_mix_weights(logits, torch.as_tensor(ref.work_masks[s] > 0.5).float(),
+                                                   self.config)
+
+    def _segment(self, target: Target, structure: str) -> Prediction:
+        valid = target.frame.valid_region(self.work_size)
+        points, labels = persam_points(self.similarity(target, structure), valid)
+        points, labels = points[:1], labels[:1]  # PerSAM-F drops the negative point
+        out = self.decode(target, points, labels, multimask=True)
+        w = self.mix_weights[structure].view(-1, 1, 1).numpy()
+        low = (out.low_res_logits * w).sum(axis=0)  # (S, S)
+        full = (out.logits * w).sum(axis=0)  # (H, W)
+        mask, iou, logits, box = full > 0, float((out.iou * w[:, 0, 0]).sum()), low, None
+        if self.config.refine:
+            mask, iou, logits, box = _cascade(self, target, points, labels, (mask, iou, low))
+        return _prediction(self, target, mask, iou, logits, points, labels, box)
+
+    def setting(self) -> dict[str, object]:
+        return {**super().setting(), "simplified": "no target-guided attention / semantic prompting"}
+
+
+def _fit_mix_weights(logits: torch.Tensor, target: torch.Tensor, config: PerSAMFConfig) -> torch.Tensor:
+    """Two learnable weights w1, w2 (w3 = 1 - w1 - w2, init 1/3 each) minimising Dice + focal loss of
+    ``sigmoid(sum_k w_k logits_k)`` against the reference mask. Returns the (3,) weights."""
+    with torch.inference_mode(False), torch.enable_grad():
+        logits, target = logits.clone().float(), target.clone()
+        w = torch.full((2,), 1.0 / 3.0, requires_grad=True)
+        optimizer = torch.optim.AdamW([w], lr=config.lr, eps=config.eps)
+        steps = max(config.iterations, 1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
+        for _ in range(config.iterations):
+            weights = torch.cat([w, 1 - w.sum(dim=0, keepdim=True)])
+            mixed = (logits * weights.view(-1, 1, 1)).sum(dim=0)
+            prob = torch.sigmoid(mixed)
+            dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+            ce = F.binary_cross_entropy_with_logits(mixed, target, reduction="none")
+            p_t = prob * target + (1 - prob) * (1 - target)
+            focal = ((0.25 * target + 0.75 * (1 - target)) * (1 - p_t) ** 2 * ce).mean()
+            loss = dice + focal
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        return torch.cat([w, 1 - w.sum(dim=0, keepdim=True)]).detach()

@@ -1,0 +1,309 @@
+"""``med_persam`` and ``registration``: one-shot segmentation through a warping model (methods.md §1).
+
+At :meth:`~roiprompt.methods.oneshot.OneShotMethod.set_reference` a small flow U-Net is fit on the reference
+(synthetic affine/elastic pairs, plus real pairs from an unlabeled pool when one is given). For each target:
+
+1. the flow maps the reference masks onto the target (one flow serves every structure);
+2. step 0 prompts the frozen SAM-family decoder with the warped mask (as dense logits), its padded box and the
+   prototype points of :func:`~roiprompt.prompts.points.select_points` (positive/negative per quadrant);
+3. ``refine_rounds`` more rounds rebuild box and points from the last mask and feed back its logits; they stop
+   early once two successive masks agree (Dice > 0.98);
+4. :meth:`MedPerSAM.predict_many` (a pool of targets) retrains the flow on the confident refined masks and
+   segments the pool again (``retrain_rounds``, R = 1).
+
+``registration`` is the ladder's first rung: the warped reference mask alone, no SAM.
+The ablation ladder (mask prompt / box / points / refinement / retraining) is switched by config fields.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import InputError
+from ...prompts.points import persam_points, select_points
+from ...types import Prediction
+from ..base import register_method
+from ..oneshot import OneShotMethod, Target, best_output, mask_dice, sigmoid
+from .warping import fit_warping, predict_flow, refine_flow, upsample_flow, warp
+
+
+@dataclass(frozen=True)
+class WarpingConfig:
+    """Settings of the warping model (shared by ``med_persam`` and ``registration``).
+
+    Attributes:
+        warp_size: side of the square grey images the flow U-Net sees (images are resized, not padded).
+        warp_iterations: Adam steps of the first fit (methods.md §1.2).
+        warp_batch: pairs per step (half real pool pairs, half synthetic when a pool is given).
+        warp_lr: Adam learning rate.
+        smoothness_weight: lambda_s of the flow smoothness term.
+        max_pool: at most this many pool images are kept as real pairs (seeded subsample).
+        instance_iterations: Adam steps refining each target's flow on that pair (:func:`refine_flow`; 0: off).
+        instance_grid: side of the control lattice of that refinement.
+        instance_lr: its learning rate, in pixels of ``warp_size``.
+        seed: seeds the flow initialisation and pair sampling.
+        weights: local checkpoint of the backbone (None: offline default).
+        cache_dir: on-disk embedding cache (None: none).
+    """
+
+    warp_size: int = 128
+    warp_iterations: int = 300
+    warp_batch: int = 4
+    warp_lr: float = 1e-3
+    smoothness_weight: float = 1.0
+    max_pool: int = 64
+    instance_iterations: int = 100
+    instance_grid: int = 16
+    instance_lr: float = 4.0
+    seed: int = 0
+    weights: str | None = None
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class MedPerSAMConfig(WarpingConfig):
+    """Settings of :class:`MedPerSAM` (defaults = methods.md §1.3; the ablation ladder switches them off).
+
+    Attributes:
+        mask_prompt: step 0 passes the warped mask as dense logits ``clip(20 (M_w - 0.5), -10, 10)``.
+        box: pass the padded box of the mask estimate.
+        points: "subregion" (Med-PerSAM's spread-out points), "persam" (one arg-max/arg-min pair), "none", or
+            "auto": "subregion" when the backbone was trained with point prompts, else "none" (LiteMedSAM).
+        box_pad: box padding per side, as a fraction of its width/height.
+        refine_rounds: extra decoder rounds after step 0 (T); each feeds back the last logits and rebuilds the
+            points from the last mask.
+        refine_box: also rebuild the box from the last mask each round. Off by default: with LiteMedSAM the box
+            dominates, and a box grown from a leaking mask lets the next mask leak further (on 8 JSRT targets
+            T = 3 with box updates dropped left-lung Dice from 0.91 to 0.51; with the step-0 box kept, 0.92).
+        refine_stop_dice: stop refining when two successive masks agree more than this.
+        multimask: ask for SAM's 3 masks and keep the best predicted IoU (False: the single-mask output).
+            "auto": True when the backbone takes point prompts (SAM's own choice for ambiguous points), else
+            False (LiteMedSAM's multimask outputs are poor: left-lung Dice 0.77 vs 0.91 single on 8 targets).
+        retrain_rounds: R, outer rounds of warp retraining in :meth:`MedPerSAM.predict_many`.
+        retrain_iterations: Adam steps per retraining round.
+        retrain_min_iou: a refined target joins the retraining if every structure's predicted IoU reaches this...
+        retrain_area_range: ...and its area (as a fraction of the image) is within this factor range of the
+            reference's.
+    """
+
+    mask_prompt: bool = True
+    box: bool = True
+    points: Literal["auto", "subregion", "persam", "none"] = "auto"
+    box_pad: float = 0.05
+    refine_rounds: int = 1
+    refine_box: bool = False
+    refine_stop_dice: float = 0.98
+    multimask: bool | Literal["auto"] = "auto"
+    retrain_rounds: int = 0
+    retrain_iterations: int = 100
+    retrain_min_iou: float = 0.85
+    retrain_area_range: tuple[float, float] = (0.25, 4.0)
+
+
+def grey_square(image: np.ndarray, size: int) -> torch.Tensor:
+    """HxW or HxWx3 uint8 -> (size, size) float32 grey in [0, 1] (channel mean, antialiased resize)."""
+    arr = torch.as_tensor(np.asarray(image, dtype=np.float32) / 255.0)
+    arr = arr.mean(dim=-1) if arr.ndim == 3 else arr
+    return F.interpolate(arr[None, None], size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)[0, 0]
+
+
+def square_masks(masks: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """HxW masks -> (K, size, size) soft masks (area-preserving bilinear resize, same squash as the images)."""
+    stack = torch.as_tensor(np.stack([np.asarray(m, dtype=np.float32) for m in masks]))[None]
+    return F.interpolate(stack, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+class _Warping(OneShotMethod):
+    """Fits the warping model on the reference and warps the reference masks onto each target."""
+
+    def _on_reference(self, pool: Sequence[np.ndarray]) -> None:
+        cfg, ref = self.config, self.reference
+        if cfg.warp_size % 16:
+            raise InputError(f"warp_size must be divisible by 16, got {cfg.warp_size}")
+        self._ref_grey = grey_square(ref.image, cfg.warp_size)
+        masks = list(ref.masks.values())
+        self._ref_masks_small = square_masks(masks, cfg.warp_size)  # (K, w, w): the fit's Dice terms
+        self._ref_masks_work = square_masks(masks, self.work_size)  # (K, S, S): warped for prompting
+        self._ref_fraction = np.array([m.mean() for m in masks])
+        if len(pool) > cfg.max_pool:  # a seeded subsample keeps the fit's memory bounded
+            keep = np.random.default_rng(cfg.seed).choice(len(pool), cfg.max_pool, replace=False)
+            pool = [pool[i] for i in sorted(keep)]
+        self._pool = [grey_square(p, cfg.warp_size) for p in pool]
+        start = time.perf_counter()
+        self.warp_model = fit_warping(self._ref_grey, self._ref_masks_small, targets=self._pool,
+                                      iterations=cfg.warp_iterations, batch=cfg.warp_batch, lr=cfg.warp_lr,
+                                      seed=cfg.seed, smoothness_weight=cfg.smoothness_weight)
+        self.fit_seconds = time.perf_counter() - start
+
+    def _prepare_target(self, target: Target) -> None:
+        cfg = self.config
+        grey = grey_square(target.image, cfg.warp_size)
+        flow = predict_flow(self.warp_model, self._ref_grey, grey)
+        flow = refine_flow(self._ref_grey, grey, flow, cfg.instance_iterations, cfg.instance_grid, cfg.instance_lr,
+                           cfg.smoothness_weight)
+        flow = upsample_flow(flow, self.work_size)
+        with torch.no_grad():
+            warped = warp(self._ref_masks_work[None], flow)[0].clamp(0, 1)  # (K, S, S) in squashed target coords
+        target.state.update(grey=grey, warped=warped)
+
+    def warped_mask(self, target: Target, structure: str) -> tuple[np.ndarray, np.ndarray]:
+        """The warped reference mask of ``structure``: (S, S) soft in the work frame and HxW bool original."""
+        k = self.structures.index(structure)
+        soft = target.state["warped"][k][None, None]  # (1, 1, S, S)
+        h, w = target.frame.valid_region(self.work_size)
+        work = F.pad(F.interpolate(soft, size=(h, w), mode="bilinear", align_corners=False),
+                     (0, self.work_size - w, 0, self.work_size - h))[0, 0].numpy()
+        orig = F.interpolate(soft, size=target.frame.orig_hw, mode="bilinear", align_corners=False)[0, 0]
+        return work, orig.numpy() > 0.5
+
+
+@register_method("registration")
+class Registration(_Warping):
+    """The warped reference mask alone, thresholded at 0.5 (no SAM): rung (a) of the ablation ladder."""
+
+    config_class = WarpingConfig
+
+    def _segment(self, target: Target, structure: str) -> Prediction:
+        _, mask = self.warped_mask(target, structure)
+        return Prediction(mask=mask, scores={}, extras={"warped_mask": mask})
+
+
+@register_method("med_persam")
+class MedPerSAM(_Warping):
+    """Med-PerSAM: warped-mask, box and prototype-point prompts to a frozen SAM-family model, refined.
+
+    Example:
+        >>> method = roiprompt.load_method("med_persam")
+        >>> method.set_reference(ref_image, ref_mask)          # fits the warping model (~30 s on 2 cores)
+        >>> pred = method.predict(image)
+        >>> pred.mask, pred.scores["iou_pred"], pred.scores["warp_agreement"]
+    """
+
+    config_class = MedPerSAMConfig
+
+    def _segment(self, target: Target, structure: str) -> Prediction:
+        cfg = self.config
+        warped_work, warped_orig = self.warped_mask(target, structure)
+        valid = target.frame.valid_region(self.work_size)
+        points_mode, multimask = self.prompt_modes()
+        sim = self.similarity(target, structure) if points_mode != "none" else None
+        estimate, logits = warped_work, None
+        mask = prev = None
+        iou, rounds, points, labels, box = float("nan"), 0, None, None, None
+        for step in range(1 + cfg.refine_rounds):
+            inside = (estimate > 0.5)[: valid[0], : valid[1]].any()
+            if not inside and step > 0:
+                break  # SAM erased the structure: keep the last non-empty answer
+            points, labels = self._points(points_mode, sim, estimate, valid, inside)
+            if step == 0 or cfg.refine_box:
+                box = self.work_box(estimate, cfg.box_pad, valid) if cfg.box and inside else None
+            if step == 0:
+                dense = np.clip(20.0 * (warped_work - 0.5), -10.0, 10.0) if cfg.mask_prompt else None
+            else:
+                dense = logits
+            if points is None and box is None and dense is None:
+                raise InputError("med_persam: every prompt is switched off (mask_prompt, box, points)")
+            mask, iou, logits, _ = best_output(self.decode(target, points, labels, box, dense, multimask))
+            rounds = step + 1
+            if prev is not None and mask_dice(mask, prev) > cfg.refine_stop_dice:
+                break
+            prev, estimate = mask, sigmoid(logits)
+        scale = self.backbone.input_size / self.work_size
+        to_orig = target.frame.points_to_original
+        return Prediction(
+            mask=mask,
+            scores={"iou_pred": iou, "warp_agreement": mask_dice(mask, warped_orig)},
+            extras={"points": None if points is None else to_orig(points * scale), "point_labels": labels,
+                    "box": None if box is None else to_orig(box.reshape(2, 2) * scale).reshape(4),
+                    "warped_mask": warped_orig, "rounds": rounds, "low_res_logits": logits})
+
+    def prompt_modes(self) -> tuple[str, bool]:
+        """The point scheme and multimask flag actually used, with "auto" resolved for this backbone."""
+        takes_points = self.backbone.point_prompts
+        points = self.config.points if self.config.points != "auto" else ("subregion" if takes_points else "none")
+        multimask = self.config.multimask if self.config.multimask != "auto" else takes_points
+        return points, bool(multimask)
+
+    @staticmethod
+    def _points(mode: str, sim: np.ndarray | None, estimate: np.ndarray, valid: tuple[int, int],
+                inside: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if sim is None:
+            return None, None
+        if mode == "persam" or not inside:  # an empty estimate has no candidate regions
+            return persam_points(sim, valid)
+        return select_points(sim, estimate, valid)
+
+    def predict_many(self, images: Sequence[np.ndarray], sources: Sequence[str] | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> list[dict[str, Prediction]]:
+        """Segment a pool of targets, then retrain the warping model on the confident refined masks and segment
+        the pool again (``retrain_rounds`` times; methods.md §1.3 step 8).
+
+        The retrained model stays set (the method has adapted to this pool). Progress counts both passes.
+        Embeddings are cached on disk (a temporary folder without ``cache_dir``) so the second pass never
+        re-encodes.
+        """
+        cfg = self.config
+        rounds = cfg.retrain_rounds
+        total = len(images) * (1 + rounds)
+        step = [0]
+
+        def tick(done: int, n: int) -> None:
+            if progress:
+                progress(step[0] + done, total)
+
+        scratch, saved = self._scratch_cache(), self.predictor.cache
+        try:
+            preds = super().predict_many(images, sources, tick)
+            for r in range(rounds):
+                step[0] += len(images)
+                pairs = [pair for image, p in zip(images, preds) if (pair := self._retrain_pair(image, p))]
+                self.retrain_pairs = len(pairs)
+                if not pairs:
+                    break  # nothing trustworthy to learn from: keep the first pass
+                start = time.perf_counter()
+                self.warp_model = fit_warping(self._ref_grey, self._ref_masks_small, targets=self._pool,
+                                              iterations=cfg.retrain_iterations, batch=max(cfg.warp_batch, 2),
+                                              lr=cfg.warp_lr, seed=cfg.seed + 1 + r, extra_pairs=pairs,
+                                              smoothness_weight=cfg.smoothness_weight, init=self.warp_model)
+                self.fit_seconds += time.perf_counter() - start
+                self._target = None  # flows changed
+                preds = super().predict_many(images, sources, tick)
+        finally:
+            if scratch is not None:
+                self.predictor.cache = None
+                scratch.cleanup()
+            else:
+                self.predictor.cache = saved
+        return preds
+
+    def _retrain_pair(self, image: np.ndarray, pred: dict[str, Prediction]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(grey target, (K, w, w) masks) for the retraining, or None when no structure is confident.
+
+        A structure is confident when its predicted IoU reaches ``retrain_min_iou`` and its area (fraction of the
+        image) is within ``retrain_area_range`` of the reference's. The others keep their current warped mask, so
+        they add no new evidence but still tie the flow to what it already does for them.
+        """
+        cfg, size = self.config, self.config.warp_size
+        lo, hi = cfg.retrain_area_range
+        masks, confident = [], False
+        for k, s in enumerate(self.structures):
+            p = pred[s]
+            ratio = p.mask.mean() / max(self._ref_fraction[k], 1e-9)
+            if p.scores.get("iou_pred", 0.0) >= cfg.retrain_min_iou and lo <= ratio <= hi:
+                masks.append(p.mask)
+                confident = True
+            else:
+                masks.append(p.extras["warped_mask"])
+        return (grey_square(image, size), square_masks(masks, size)) if confident else None
+
+    def setting(self) -> dict[str, Any]:
+        points, multimask = self.prompt_modes()
+        return {**super().setting(), "retrain_area_range": list(self.config.retrain_area_range),
+                "points_used": points, "multimask_used": multimask}
