@@ -44,6 +44,46 @@ def segmentation_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+ONESHOT_HEADER = """## One-shot segmentation: Med-PerSAM and its baselines (issue 4)
+
+One reference per seed drawn from the train split (seeds 0-4, the same reference for every method), the first
+100 test images as targets (JSRT: all 5 structures from one reference; Kvasir-SEG: MedVLSM test split;
+BUS-BRA: test = kFold 1). Dice: mean over seeds of the per-seed mean, 95 % t-interval over the 5 seeds
+(the per-image bootstrap interval over all seed x image rows in brackets after it). Flag AUROC: how well a
+quality score flags Dice < 0.5 (iou = decoder's predicted IoU, agr = agreement of the final mask with the
+warped reference mask). Set-ref s: seconds to set a reference (warp fit included); s/target: seconds per target
+image for all structures, embeddings read from the on-disk cache (add ~1 s for the encoder on a new image).
+The oracle row is `box_prompt` on every image of the dataset (ground-truth box, not one-shot).
+"""
+
+
+def oneshot_table(records: list[dict], oracle: list[dict]) -> str:
+    rows: dict[tuple, dict] = defaultdict(dict)
+    for r in records:
+        label = r["method"] + (f" ({r['variant']})" if r.get("variant") else "")
+        rows[(r["dataset"], str(r["structure"]), label)][r["metric"]] = r
+    order = {"med_persam": 0, "persam_f": 2, "persam": 3, "registration": 4}  # variants (ablations) sort at 9
+    lines = ["| dataset | structure | method | refs x targets | Dice [t 95 % CI] (image CI) | HD95 px | "
+             "flag AUROC iou / agr | set-ref s | s/target | peak RSS MB | command |", "|" + "---|" * 11]
+    for key in sorted(rows, key=lambda k: (k[0], k[1], order.get(k[2], 9), k[2])):
+        m = rows[key]
+        d = m["dice"]
+        auc = lambda name: f"{m[name]['mean']:.2f}" if name in m and m[name]["mean"] == m[name]["mean"] else "-"
+        lines.append("| " + " | ".join([
+            key[0], key[1], f"**{key[2]}**" if key[2] == "med_persam" else key[2],
+            f"{d['seeds']} x {d['targets_per_seed']}",
+            f"{fmt(d)} ({d['image_ci95'][0]:.3f}, {d['image_ci95'][1]:.3f})", f"{m['hd95']['mean']:.1f}",
+            f"{auc('flag_auroc_iou_pred')} / {auc('flag_auroc_warp_agreement')}",
+            f"{d['seconds_set_reference']:.1f}", f"{d['seconds_per_image']:.2f}", f"{d['peak_rss_mb']:.0f}",
+            f"`{d['command']}`"]) + " |")
+        if key[2] == "registration":
+            o = [r for r in oracle if r["dataset"] == key[0] and str(r["structure"]) == key[1] and r["metric"] == "dice"]
+            if o:
+                lines.append(f"| {key[0]} | {key[1]} | *box_prompt (oracle)* | all {o[0]['n']} | {fmt(o[0])} | | | | "
+                             f"{o[0]['seconds_per_image']:.2f} | {o[0]['peak_rss_mb']:.0f} | `{o[0]['command']}` |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     records = []
     for path in sorted((HERE / "results").glob("*.json")):
@@ -56,7 +96,11 @@ def main() -> None:
             parts.append("## Oracle: `box_prompt` (LiteMedSAM given the ground-truth box, +5 % padding)\n\n"
                          "The upper bound every one-shot method is compared with; never a competitor.\n")
             parts.append(segmentation_table(oracle))
-        others = [r for r in seg if r["method"] != "box_prompt"]
+        oneshot = [r for r in seg if "seconds_set_reference" in r]
+        if oneshot:
+            parts.append("\n" + ONESHOT_HEADER)
+            parts.append(oneshot_table(oneshot, oracle))
+        others = [r for r in seg if r["method"] != "box_prompt" and "seconds_set_reference" not in r]
         if others:
             parts.append("\n## Segmentation\n")
             parts.append(segmentation_table(others))

@@ -141,16 +141,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 # -- oneshot ------------------------------------------------------------------------------------------------
-ONESHOT_METHODS = ("med_persam", "persam", "persam_f", "registration")
-WARPING_METHODS = ("med_persam", "registration")  # their configs (WarpingConfig) take seed and warp_iterations
-
-
-def _reference_masks(specs: Sequence[str], image_hw: tuple[int, int]) -> dict[str, np.ndarray]:
-    """``--reference-mask`` values (``PATH`` or ``NAME=PATH``) -> {structure: HxW bool mask}."""
+def _reference_masks(specs: Sequence[str], image_hw: tuple[int, int]) -> tuple[dict[str, np.ndarray], list[Path]]:
+    """``--reference-mask`` values (``PATH`` or ``NAME=PATH``) -> ({structure: HxW bool mask}, the mask files)."""
     from .data import read_mask
     from .methods.oneshot import DEFAULT_STRUCTURE
 
     masks: dict[str, np.ndarray] = {}
+    paths: list[Path] = []
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or "/" in name or "\\" in name or Path(spec).exists():  # a plain path
@@ -161,7 +158,8 @@ def _reference_masks(specs: Sequence[str], image_hw: tuple[int, int]) -> dict[st
             raise RoiPromptError(f"--reference-mask: structure {name!r} given twice; name each mask with NAME=MASK "
                                  "(e.g. --reference-mask left_lung=a.png --reference-mask heart=b.png)")
         masks[name] = read_mask(path, image_hw=image_hw)
-    return masks
+        paths.append(Path(path))
+    return masks, paths
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -179,17 +177,19 @@ def _score(value: float | None) -> str:
 def cmd_oneshot(args: argparse.Namespace) -> int:
     from .data import read_image, write_mask_png, write_overlay_png
     from .methods import load_method
+    from .methods.oneshot import config_fields
 
     # Bad reference inputs fail here, before the model is loaded.
     ref_path = Path(args.reference)
     ref_image = read_image(ref_path)
-    ref_masks = _reference_masks(args.reference_mask, ref_image.shape[:2])
-    images = [p for p in _list_images(Path(args.images)) if not _same_file(p, ref_path)]
+    ref_masks, mask_paths = _reference_masks(args.reference_mask, ref_image.shape[:2])
+    reference_files = [ref_path, *mask_paths]  # never targets, even when they sit in the target folder
+    images = [p for p in _list_images(Path(args.images)) if not any(_same_file(p, r) for r in reference_files)]
     if not images:
         raise RoiPromptError(f"{args.images}: no target images found besides the reference (looked for "
                              f"{', '.join(IMAGE_SUFFIXES)})")
     config: dict = {"weights": args.weights, "cache_dir": args.cache_dir}
-    if args.method in WARPING_METHODS:
+    if "seed" in config_fields(args.method):  # the methods that fit a warping model
         config["seed"] = args.seed
         if args.warp_iterations is not None:
             config["warp_iterations"] = args.warp_iterations
@@ -249,11 +249,13 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .engine.bench import run_segmentation_bench
     from .engine.oneshot_bench import run_oneshot_bench
     from .engine.records import write_records
-    from .methods.base import _METHODS
+    from .methods import method_class
     from .methods.oneshot import OneShotMethod
 
     config = {"cache_dir": args.cache_dir} if args.cache_dir else {}
-    oneshot = issubclass(_METHODS[args.method], OneShotMethod)
+    variant = _parse_config(args.config or [])
+    config.update(variant)
+    oneshot = issubclass(method_class(args.method), OneShotMethod)
     if args.seeds != 1 and not oneshot:
         _console().print(f"note: {args.method} is deterministic given ground-truth prompts; --seeds has no effect")
     with _progress() as bar:
@@ -264,6 +266,9 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
                      backbone=args.backbone, progress=lambda done, total: bar.update(task, completed=done, total=total),
                      **extra, **config)
     records = run.records(command="roiprompt " + shlex.join(argv))
+    if variant:  # ablation rows are told apart from the defaults by this label
+        label = ",".join(f"{k}={v}" for k, v in variant.items())
+        records = [{**r, "variant": label} for r in records]
     _print_records(records)
     if run.failures:
         _console().print(f"[red]{len(run.failures)} image(s) failed:[/red] " + "; ".join(run.failures[:10]))
@@ -271,6 +276,23 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         path = write_records(args.json, records)
         _console().print(f"wrote {len(records)} records to {path}")
     return 0
+
+
+def _parse_config(items: Sequence[str]) -> dict:
+    """``["refine_rounds=3", "points=subregion"]`` -> ``{"refine_rounds": 3, "points": "subregion"}`` (JSON values,
+    else strings)."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RoiPromptError(f"--config expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def _print_records(records: list[dict]) -> None:
@@ -333,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .models.backbones import list_backbones
 
     from .methods import list_methods
+    from .methods.oneshot import oneshot_methods
 
     parser = argparse.ArgumentParser(prog="roiprompt", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -361,9 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "structures (e.g. --reference-mask left_lung=a.png --reference-mask heart=b.png); a plain "
                         "path names the structure 'roi'")
     p.add_argument("--images", required=True, metavar="DIR_OR_GLOB",
-                   help="target images: a folder, a glob or a file (the reference itself is left out)")
+                   help="target images: a folder, a glob or a file (the reference and its masks are left out)")
     p.add_argument("--out", required=True, help="output folder (masks/, overlays/, predictions.csv)")
-    p.add_argument("--method", default="med_persam", choices=ONESHOT_METHODS, help="default: med_persam")
+    p.add_argument("--method", default="med_persam", choices=oneshot_methods(), help="default: med_persam")
     p.add_argument("--backbone", default="litemedsam", choices=SAM_BACKBONES)
     p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")
     p.add_argument("--cache-dir", help="on-disk embedding cache directory")
@@ -381,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="litemedsam", choices=list_backbones())
     p.add_argument("--cache-dir", help="on-disk embedding cache directory")
     p.add_argument("--json", help="write records to this JSON file")
+    p.add_argument("--config", action="append", metavar="KEY=VALUE",
+                   help="method config override, e.g. refine_rounds=3 (repeatable; recorded as the row's variant)")
 
     p = sub.add_parser("demo", help="run box_prompt on a few images of each dataset found, write overlays")
     p.add_argument("--root", help="data root")

@@ -75,31 +75,33 @@ def test_demo_on_real_data(tmp_path, capsys):
 
 
 def _jsrt_oneshot_folder(tmp_path):
-    """A reference (JSRT image + left_lung and heart masks as PNG) and a target folder: 3 JSRT images + a bad file."""
+    """A study folder: 3 JSRT images, a corrupt file, and the reference (another JSRT image) with its left_lung and
+    heart masks as PNG, which the command must leave out of the targets."""
     import roiprompt
 
     data = roiprompt.load_dataset("jsrt", root=data_root("jsrt").parent)
-    ref = data[0]
-    Image.fromarray(ref.image).save(tmp_path / "ref.png")
-    for structure in ("left_lung", "heart"):
-        Image.fromarray(ref.masks[structure].astype(np.uint8) * 255).save(tmp_path / f"ref_{structure}.png")
     folder = tmp_path / "study"
     folder.mkdir()
+    ref = data[0]
+    Image.fromarray(ref.image).save(folder / "ref.png")
+    for structure in ("left_lung", "heart"):
+        Image.fromarray(ref.masks[structure].astype(np.uint8) * 255).save(folder / f"ref_{structure}.png")
     for i in (1, 2, 3):
         Image.fromarray(data[i].image).save(folder / f"{data[i].id}.png")
     (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage, not a png")
-    return tmp_path / "ref.png", folder, [data[i].id for i in (1, 2, 3)]
+    return folder, [data[i].id for i in (1, 2, 3)]
 
 
 def test_oneshot_folder_two_structures_skips_corrupt_file(tmp_path, capsys):
-    ref, folder, ids = _jsrt_oneshot_folder(tmp_path)
+    folder, ids = _jsrt_oneshot_folder(tmp_path)
     out = tmp_path / "out"
-    code = main(["oneshot", "--reference", str(ref), "--reference-mask", f"left_lung={tmp_path / 'ref_left_lung.png'}",
-                 "--reference-mask", f"heart={tmp_path / 'ref_heart.png'}", "--images", str(folder),
+    code = main(["oneshot", "--reference", str(folder / "ref.png"),
+                 "--reference-mask", f"left_lung={folder / 'ref_left_lung.png'}",
+                 "--reference-mask", f"heart={folder / 'ref_heart.png'}", "--images", str(folder),
                  "--out", str(out), "--warp-iterations", "30"])
     assert code == 1  # finished the rest, but reports the bad file
     text = capsys.readouterr().out
-    assert "bad.png" in text and "3 segmented, 1 skipped" in text
+    assert "bad.png" in text and "3 segmented, 1 skipped" in text  # the reference and its masks are no targets
     for stem in ids:
         for structure in ("left_lung", "heart"):
             mask = np.array(Image.open(out / "masks" / f"{stem}_{structure}.png"))
@@ -115,7 +117,13 @@ def test_oneshot_folder_two_structures_skips_corrupt_file(tmp_path, capsys):
         assert np.isfinite(float(iou)) and 0 <= float(agreement) <= 1 and int(area) > 0
 
 
-def test_oneshot_reference_mask_of_wrong_size_is_an_error(tmp_path, capsys):
+def test_oneshot_reference_mask_of_wrong_size_is_an_error(tmp_path, capsys, monkeypatch):
+    import roiprompt.methods
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not be loaded when the reference inputs are bad")
+
+    monkeypatch.setattr(roiprompt.methods, "load_method", no_model)
     image = tmp_path / "ref.png"
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(image)
     mask = tmp_path / "small_mask.png"

@@ -19,8 +19,8 @@ import numpy as np
 from .. import metrics
 from ..data import load_dataset, sample_references
 from ..errors import InputError, RoiPromptError
-from ..methods import load_method
-from ..methods.oneshot import OneShotMethod
+from ..methods import load_method, method_class
+from ..methods.oneshot import OneShotMethod, config_fields
 from ..models.backbones.base import load_backbone
 from .records import make_record
 
@@ -116,8 +116,6 @@ def run_oneshot_bench(
     model = load_backbone(backbone, weights=config.get("weights"))  # one backbone for every seed
     for seed in range(seeds):
         method = load_method(method_name, backbone=model, **_seeded(method_name, seed, config))
-        if not isinstance(method, OneShotMethod):
-            raise InputError(f"{method_name!r} is not a one-shot method; use run_segmentation_bench")
         reference = train[sample_references(train, 1, seed, structure=structures[0])[0]]
         if missing := [s for s in structures if not reference.masks.get(s, np.zeros(1)).any()]:
             raise InputError(f"reference {reference.id} has empty {missing}; pick structures it has")
@@ -151,9 +149,6 @@ def run_oneshot_bench(
 
 def _seeded(method_name: str, seed: int, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` plus ``seed`` for the methods whose config has one (the warping fit is seeded)."""
-    from ..methods.base import _METHODS, list_methods
-
-    list_methods()  # imports the built-in methods
-    cls = _METHODS.get(method_name)  # unknown names fail in load_method, with a "did you mean"
-    fields = getattr(getattr(cls, "config_class", None), "__dataclass_fields__", {})
-    return {**config, "seed": seed} if "seed" in fields else dict(config)
+    if not issubclass(method_class(method_name), OneShotMethod):
+        raise InputError(f"{method_name!r} is not a one-shot method; use run_segmentation_bench")
+    return {**config, "seed": seed} if "seed" in config_fields(method_name) else dict(config)

@@ -66,6 +66,17 @@ def list_methods() -> list[str]:
     return sorted(_METHODS)
 
 
+def method_class(name: str) -> type[Method]:
+    """The registered class of method ``name`` (raises InputError with a "did you mean" hint when unknown)."""
+    from . import _builtin  # noqa: F401
+
+    if name not in _METHODS:
+        close = difflib.get_close_matches(name, _METHODS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise InputError(f"unknown method {name!r}.{hint} Available: {sorted(_METHODS)}")
+    return _METHODS[name]
+
+
 def load_method(name: str, backbone: str = "litemedsam", **config: Any) -> Method:
     """Build a method by name.
 
@@ -81,10 +92,4 @@ def load_method(name: str, backbone: str = "litemedsam", **config: Any) -> Metho
         >>> method = roiprompt.load_method("box_prompt")
         >>> pred = method.predict(image, box=[10, 20, 110, 140])
     """
-    from . import _builtin  # noqa: F401
-
-    if name not in _METHODS:
-        close = difflib.get_close_matches(name, _METHODS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise InputError(f"unknown method {name!r}.{hint} Available: {sorted(_METHODS)}")
-    return _METHODS[name](backbone=backbone, **config)
+    return method_class(name)(backbone=backbone, **config)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 import roiprompt
 from roiprompt.errors import InputError
 from roiprompt.methods.med_persam.warping import (FlowUNet, fit_warping, lncc_loss, predict_flow,
-                                                  random_affine_elastic, smoothness_loss, soft_dice_loss,
-                                                  upsample_flow, warp)
+                                                  random_affine_elastic, refine_flow, smoothness_loss,
+                                                  soft_dice_loss, upsample_flow, warp)
 from tests.conftest import data_root
 
 N = 128
@@ -149,3 +149,16 @@ def test_fit_recovers_a_known_shift_of_a_real_radiograph(jsrt_128):
     lungs = target_masks.sum(0) > 0.5
     mean_flow = torch.stack([flow[0, 0][lungs].mean(), flow[0, 1][lungs].mean()])
     assert torch.allclose(mean_flow, -shift, atol=2.0), mean_flow  # the flow points back to the reference
+
+
+def test_refine_flow_recovers_a_shift_from_zero_and_validates(jsrt_128):
+    image, masks = jsrt_128
+    target = warp(image[None, None], constant_flow(-5.0, 3.0))[0, 0]
+    target_masks = warp(masks[None], constant_flow(-5.0, 3.0))[0]
+    flow = refine_flow(image, target, torch.zeros(1, 2, N, N), iterations=60)
+    before, after = dice(masks, target_masks), dice(warp(masks[None], flow)[0], target_masks)
+    assert after > max(0.9, before + 0.1), (before, after)
+    assert not flow.requires_grad
+    assert torch.equal(refine_flow(image, target, flow, iterations=0), flow)
+    with pytest.raises(InputError, match="flow must be"):
+        refine_flow(image, target, torch.zeros(1, 2, 64, 64))

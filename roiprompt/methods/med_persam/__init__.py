@@ -1,5 +1,6 @@
 """Med-PerSAM: one-shot, training-free SAM prompting through a small warping network (methods.md §1).
 
-Building blocks live in submodules: :mod:`.warping` (the flow U-Net, its losses, synthetic pairs and fitting);
-the prototype point generator is :mod:`roiprompt.prompts.points`.
+:mod:`.method` holds the ``med_persam`` and ``registration`` methods; :mod:`.warping` the flow U-Net, its
+losses, synthetic pairs, fitting and per-pair refinement; the prototype point generator is
+:mod:`roiprompt.prompts.points`; what every one-shot method shares is :mod:`roiprompt.methods.oneshot`.
 """
