@@ -84,6 +84,21 @@ def oneshot_table(records: list[dict], oracle: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def speed_table(records: list[dict]) -> str:
+    rows: dict[tuple, dict] = defaultdict(dict)
+    for r in records:
+        rows[(r["dataset"], str(r["structure"]), r["method"])][r["metric"]] = r
+    lines = ["| dataset | structures | method | set reference s | s/target, median (min-max) | targets | "
+             "peak RSS MB | command |", "|" + "---|" * 8]
+    for key in sorted(rows):
+        m = rows[key]
+        ref, tgt = m["seconds_set_reference"], m["seconds_per_target"]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {ref['mean']:.1f} | {tgt['mean']:.2f} "
+                     f"({tgt['ci95'][0]:.2f}-{tgt['ci95'][1]:.2f}) | {tgt['n']} | {tgt['peak_rss_mb']:.0f} | "
+                     f"`{tgt['command']}` |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     records = []
     for path in sorted((HERE / "results").glob("*.json")):
@@ -104,6 +119,11 @@ def main() -> None:
         if others:
             parts.append("\n## Segmentation\n")
             parts.append(segmentation_table(others))
+    speed = [r for r in records if r["task"] == "speed" and r["metric"].startswith("seconds_")]
+    if speed:
+        parts.append("\n## One-shot speed, end to end (encoder included, no cache, 2 threads, run alone)\n\n"
+                     "Budget (issue 4): setting a reference <= 60 s, one target image <= 2 s on the 2-core CPU.\n")
+        parts.append(speed_table(speed))
     commits = sorted({r["git_commit"] for r in records})
     parts.append(f"\nRecords from commit(s): {', '.join(commits) if commits else 'none'}.\n")
     (HERE / "RESULTS.md").write_text("\n".join(parts) + "\n")
