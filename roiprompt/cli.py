@@ -130,14 +130,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 failures.append(str(err))
             bar.advance(task)
     (out / "predictions.csv").write_text("\n".join(rows) + "\n")
+    _console().print(f"wrote {len(images) - len(failures)} masks and overlays to {out}")
+    return _report_skipped(failures)
+
+
+def _report_skipped(failures: Sequence[str]) -> int:
+    """List the files a batch command skipped; exit status 1 if any, else 0."""
+    if not failures:
+        return 0
     console = _console()
-    console.print(f"wrote {len(images) - len(failures)} masks and overlays to {out}")
-    if failures:
-        console.print(f"[red]skipped {len(failures)} file(s):[/red]")
-        for f in failures:
-            console.print(f"  {f}")
-        return 1
-    return 0
+    console.print(f"[red]skipped {len(failures)} file(s):[/red]")
+    for f in failures:
+        console.print(f"  {f}")
+    return 1
 
 
 # -- oneshot ------------------------------------------------------------------------------------------------
@@ -233,15 +238,9 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["image", "structure", "iou_pred", "warp_agreement", "area_px"])
         writer.writerows(rows)
-    console = _console()
-    console.print(f"{len(images) - len(failures)} segmented, {len(failures)} skipped: masks, overlays and "
-                  f"predictions.csv in {out}")
-    if failures:
-        console.print(f"[red]skipped {len(failures)} file(s):[/red]")
-        for f in failures:
-            console.print(f"  {f}")
-        return 1
-    return 0
+    _console().print(f"{len(images) - len(failures)} segmented, {len(failures)} skipped: masks, overlays and "
+                     f"predictions.csv in {out}")
+    return _report_skipped(failures)
 
 
 # -- bench --------------------------------------------------------------------------------------------------

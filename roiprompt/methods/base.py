@@ -43,6 +43,14 @@ class Method(abc.ABC):
         return {k: v for k, v in dataclasses.asdict(config).items() if k not in ("weights", "cache_dir")}
 
 
+def resolve_config(cls: type, method: str, config: dict[str, Any]) -> Any:
+    """Build the ``cls`` config dataclass from keyword arguments, refusing unknown names (InputError)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    if unknown := sorted(set(config) - known):
+        raise InputError(f"{method}: unknown config {unknown}; known: {sorted(known)}")
+    return cls(**config)
+
+
 _METHODS: dict[str, type[Method]] = {}
 
 

@@ -18,7 +18,6 @@ maps, mask estimates, points and boxes are computed there, and the decoder's low
 from __future__ import annotations
 
 import abc
-import dataclasses
 import tempfile
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -34,7 +33,7 @@ from ..predictor import SamOutput, SamPredictor
 from ..prompts.points import mask_prototype, similarity_map
 from ..prompts.transforms import Frame, box_from_mask
 from ..types import Prediction, Sample
-from .base import Method
+from .base import Method, resolve_config
 
 MaskInput = np.ndarray | Mapping[str, np.ndarray]
 DEFAULT_STRUCTURE = "roi"
@@ -48,7 +47,6 @@ class Reference:
         image: the checked HxW or HxWx3 uint8 image.
         masks: structure -> HxW bool mask at the original resolution.
         frame: the image's model frame.
-        features: (C, h, w) image embedding.
         work_masks: structure -> (S, S) float mask in the work frame.
         prototypes: structure -> (C,) unit prototype (methods.md §1.3 step 1).
     """
@@ -56,7 +54,6 @@ class Reference:
     image: np.ndarray
     masks: dict[str, np.ndarray]
     frame: Frame
-    features: torch.Tensor
     work_masks: dict[str, np.ndarray]
     prototypes: dict[str, torch.Tensor]
 
@@ -79,14 +76,6 @@ class Target:
         if self._embedding is None:
             self._embedding = self._encode()
         return self._embedding
-
-
-def resolve_config(cls: type, method: str, config: Mapping[str, Any]) -> Any:
-    """Build the ``cls`` config dataclass from keyword arguments, refusing unknown names."""
-    known = {f.name for f in fields(cls)}
-    if unknown := sorted(set(config) - known):
-        raise InputError(f"{method}: unknown config {unknown}; known: {sorted(known)}")
-    return cls(**config)
 
 
 class OneShotMethod(Method):
@@ -152,7 +141,7 @@ class OneShotMethod(Method):
         frame, features = self.predictor.frame, self.predictor.embedding.features[0].float()
         work = {k: self.to_work(frame, m) for k, m in masks.items()}
         prototypes = {k: mask_prototype(features, w) for k, w in work.items()}
-        self.reference = Reference(image, masks, frame, features, work, prototypes)
+        self.reference = Reference(image, masks, frame, work, prototypes)
         self._target = None
         self._on_reference(pool)
         return self
@@ -275,9 +264,6 @@ class OneShotMethod(Method):
         h, w = valid_hw
         return np.array([box[0], box[1], min(box[2], float(w)), min(box[3], float(h))])
 
-    def setting(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("weights", "cache_dir")}
-
     def _scratch_cache(self) -> tempfile.TemporaryDirectory | None:
         """A temporary on-disk embedding cache when none is configured, so a second pass never re-encodes."""
         if self.predictor.cache is not None:
@@ -311,9 +297,3 @@ def best_output(out: SamOutput) -> tuple[np.ndarray, float, np.ndarray, np.ndarr
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
 
-
-def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two binary masks (1.0 when both are empty); used for early stopping and agreement, not scoring."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)

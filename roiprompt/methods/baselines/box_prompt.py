@@ -9,7 +9,7 @@ Given a user's box (or several) it is plain box-prompted segmentation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,7 +20,7 @@ from ...models.backbones.base import Backbone, load_backbone
 from ...predictor import SamPredictor
 from ...prompts.transforms import box_from_mask, component_boxes
 from ...types import Prediction, Sample
-from ..base import Method, register_method
+from ..base import Method, register_method, resolve_config
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,7 @@ class BoxPrompt(Method):
     task = "segmentation"
 
     def __init__(self, backbone: str | Backbone = "litemedsam", **config: Any) -> None:
-        known = {f.name for f in fields(BoxPromptConfig)}
-        if unknown := sorted(set(config) - known):
-            raise InputError(f"box_prompt: unknown config {unknown}; known: {sorted(known)}")
-        self.config = BoxPromptConfig(**config)
+        self.config = resolve_config(BoxPromptConfig, "box_prompt", config)
         if isinstance(backbone, str):
             backbone = load_backbone(backbone, weights=self.config.weights)
         cache = EmbeddingCache(self.config.cache_dir) if self.config.cache_dir else None

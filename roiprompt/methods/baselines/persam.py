@@ -139,9 +139,6 @@ class PerSAMF(OneShotMethod):
             mask, iou, logits, box = _cascade(self, target, points, labels, (mask, iou, low))
         return _prediction(self, target, mask, iou, logits, points, labels, box)
 
-    def setting(self) -> dict[str, object]:
-        return {**super().setting(), "simplified": "no target-guided attention / semantic prompting"}
-
 
 def _fit_mix_weights(logits: torch.Tensor, target: torch.Tensor, config: PerSAMFConfig) -> torch.Tensor:
     """Two learnable weights w1, w2 (w3 = 1 - w1 - w2, init 1/3 each) minimising Dice + focal loss of

@@ -33,11 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ... import metrics
 from ...errors import InputError
 from ...prompts.points import persam_points, select_points
 from ...types import Prediction
 from ..base import register_method
-from ..oneshot import OneShotMethod, Target, best_output, mask_dice, sigmoid
+from ..oneshot import OneShotMethod, Target, best_output, sigmoid
 from .warping import fit_warping, predict_flow, refine_flow, upsample_flow, warp
 
 
@@ -227,14 +228,14 @@ class MedPerSAM(_Warping):
                 raise InputError("med_persam: every prompt is switched off (mask_prompt, box, points)")
             mask, iou, logits, _ = best_output(self.decode(target, points, labels, box, dense, multimask))
             rounds = step + 1
-            if prev is not None and mask_dice(mask, prev) > cfg.refine_stop_dice:
+            if prev is not None and metrics.dice(mask, prev) > cfg.refine_stop_dice:
                 break
             prev, estimate = mask, (1 - cfg.refine_prior) * sigmoid(logits) + cfg.refine_prior * warped_work
         scale = self.backbone.input_size / self.work_size
         to_orig = target.frame.points_to_original
         return Prediction(
             mask=mask,
-            scores={"iou_pred": iou, "warp_agreement": mask_dice(mask, warped_orig)},
+            scores={"iou_pred": iou, "warp_agreement": metrics.dice(mask, warped_orig)},
             extras={"points": None if points is None else to_orig(points * scale), "point_labels": labels,
                     "box": None if box is None else to_orig(box.reshape(2, 2) * scale).reshape(4),
                     "warped_mask": warped_orig, "rounds": rounds, "low_res_logits": logits})
