@@ -99,6 +99,42 @@ def speed_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+CLASSIFY_HEADER = """## Few-shot classification with ROI masks: SegPrompt and its baselines (issue 5)
+
+Support sets: K images per class drawn stratified from the train split (seeds 0-4 unless the row says fewer; the
+same sets for every method); the whole test split is classified (BUS-BRA: kFold 1, 376 images; JSRT: even
+cases, 123). Means over seeds with a 95 % t-interval over seeds. Masks: the test-time ROI (gt = ground truth;
+box = LiteMedSAM from the ground-truth box; med_persam = Med-PerSAM from one train reference, no test annotation;
+eroded / dilated = ground truth -/+ 5 % of the object's diameter). Fit s: seconds per fit, single-threaded with
+two benchmark processes sharing the 2 cores, encoding of new augmented views included. Params: trainable
+parameters (ratio to fine-tuning the 5.73 M encoder + head).
+"""
+
+
+def classification_table(records: list[dict]) -> str:
+    rows: dict[tuple, dict] = defaultdict(dict)
+    for r in records:
+        k = r["setting"]["shots"]
+        key = (r["dataset"], r["label"], 10**6 if k == "all" else k, r["mask_source"] != "gt", r["mask_source"],
+               r["method"])
+        rows[key][r["metric"]] = r
+
+    def cell(r: dict) -> str:
+        return f"{r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+
+    lines = ["| task | K/class | masks | method | seeds | bal. accuracy | accuracy | macro-F1 | AUROC | fit s | "
+             "s/image | params (ratio) | command |", "|" + "---|" * 13]
+    for key in sorted(rows):
+        m = rows[key]
+        r = m["balanced_accuracy"]
+        lines.append("| " + " | ".join([
+            f"{key[0]} {key[1]}", str(r["setting"]["shots"]), key[4], key[5], str(r["setting"]["seeds"]), cell(r),
+            cell(m["accuracy"]), cell(m["macro_f1"]), cell(m["auroc"]), f"{r['fit_seconds']:.0f}",
+            f"{r['seconds_per_image']:.3f}", f"{r['trainable_params']:,} ({100 * r['ratio_to_finetune']:.1f} %)",
+            f"`{r['command']}`"]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     records = []
     for path in sorted((HERE / "results").glob("*.json")):
@@ -125,6 +161,10 @@ def main() -> None:
                      "Budget (issue 4): setting a reference <= 60 s, one target image <= 2 s on the 2-core CPU. The "
                      "committed run shared the CPU with a one-thread benchmark: read the times as upper bounds.\n")
         parts.append(speed_table(speed))
+    classify = [r for r in records if r["task"] == "classification"]
+    if classify:
+        parts.append("\n" + CLASSIFY_HEADER)
+        parts.append(classification_table(classify))
     commits = sorted({r["git_commit"] for r in records})
     parts.append(f"\nRecords from commit(s): {', '.join(commits) if commits else 'none'}.\n")
     (HERE / "RESULTS.md").write_text("\n".join(parts) + "\n")

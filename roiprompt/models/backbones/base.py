@@ -93,6 +93,16 @@ class Backbone(nn.Module):
     def has_text_encoder(self) -> bool:
         return type(self).encode_text is not Backbone.encode_text
 
+    @property
+    def image_encoder_module(self) -> nn.Module:
+        """The image tower alone (LiteMedSAM's TinyViT, SAM's ViT, CLIP's vision model): what fine-tuning trains
+        and what trainable-parameter ratios are measured against."""
+        model = getattr(self, "model", None)
+        for attr in ("image_encoder", "vision_encoder", "vision_model"):
+            if model is not None and isinstance(getattr(model, attr, None), nn.Module):
+                return getattr(model, attr)
+        raise NotImplementedError(f"backbone {self.name!r} has no image encoder module")
+
     # -- verbs ---------------------------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """HxW or HxWx3 uint8 -> (1, 3, input_size, input_size) float tensor in this model's input convention."""

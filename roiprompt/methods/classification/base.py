@@ -1,0 +1,293 @@
+"""The few-shot classifier contract shared by SegPrompt and its baselines: one config, one training recipe, one
+``fit`` / ``predict`` path.
+
+A classifier turns each (image, ROI mask) into a dict of input tensors (``_inputs``: frozen tokens, or pixels
+for fine-tuning), trains its ``model`` on the stacked inputs of every augmented view of the support set, and
+predicts from view 0 of the test image. The ROI mask comes with the sample, from the caller, or from a
+segmenter the caller passes (``box_prompt`` from a box, ``med_persam`` from one reference): the label-efficient
+chain (methods.md §2).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...engine.cache import EmbeddingCache, image_key
+from ...errors import InputError
+from ...models.backbones.base import Backbone, load_backbone
+from ...types import Prediction, Sample
+from ..base import Method, resolve_config
+from .features import ViewAugment, ViewEncoder, checked_pair, roi_mask
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Settings shared by every classifier; the training recipe is methods.md §2.3.
+
+    Attributes:
+        classes: class labels in output order (None: the sorted labels of the support set).
+        num_classes: expected number of classes, checked at ``fit`` (None: any).
+        structures: which masks of a sample form the ROI (their union); None = all of the sample's masks.
+        allow_empty_mask: accept an empty ROI mask (segmentation tokens then say "no ROI"); by default an empty
+            mask is an error, since it usually means a failed segmentation or a wrong file.
+        views: augmented views per training image (view 0 is the image itself).
+        grid: side of the token grid the frozen embedding is pooled to.
+        epochs, min_steps: train for max(epochs, min_steps) steps; an epoch is one pass over the training
+            images, each drawn as one of its views (the views augment; they do not multiply the epoch).
+        max_steps: hard cap on the steps (None: none), for slow baselines on a CPU budget.
+        batch_size, lr, weight_decay, warmup_steps, label_smoothing: AdamW + cosine schedule, smoothed CE.
+        seed: seeds the head's initialisation and the batch sampler.
+        weights: local backbone checkpoint (None: the offline default).
+        cache_dir: on-disk cache of encoder tokens (None: in-memory only).
+    """
+
+    classes: tuple[str, ...] | None = None
+    num_classes: int | None = None
+    structures: tuple[str, ...] | None = None
+    allow_empty_mask: bool = False
+    views: int = 4
+    grid: int = 16
+    epochs: int = 60
+    min_steps: int = 300
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 10
+    label_smoothing: float = 0.1
+    seed: int = 0
+    weights: str | None = None
+    cache_dir: str | None = None
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_steps(n_images: int, config: ClassifierConfig) -> int:
+    """max(epochs over ``n_images``, min_steps), capped by ``max_steps``."""
+    steps = max(config.epochs * math.ceil(n_images / config.batch_size), config.min_steps)
+    return min(steps, config.max_steps) if config.max_steps else steps
+
+
+def train_classifier(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+                     config: ClassifierConfig, n_images: int | None = None) -> list[float]:
+    """Train the parameters of ``model`` that require grad with the §2.3 recipe; returns the loss per step.
+
+    Batches are class-balanced: each item (one view of one image) is drawn with probability inversely
+    proportional to its class count. ``n_images`` (default: every item is an image) sets the epoch length.
+    """
+    if hasattr(model, "param_groups"):  # e.g. a lower learning rate for a fine-tuned encoder
+        groups = model.param_groups(config.lr)
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    total = train_steps(n_images or len(labels), config)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, config.warmup_steps))
+    counts = torch.bincount(labels)
+    weights = 1.0 / counts[labels].double()
+    gen = torch.Generator().manual_seed(config.seed)
+    model.train()
+    losses = []
+    for _ in range(total):
+        idx = torch.multinomial(weights, min(config.batch_size, len(labels)), replacement=True, generator=gen)
+        logits = model(**{k: v[idx] for k, v in inputs.items()})
+        loss = F.cross_entropy(logits, labels[idx], label_smoothing=config.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+class ClassifierMethod(Method):
+    """Base of the few-shot classifiers (SegPrompt and its baselines).
+
+    Subclasses set ``config_class`` and ``uses_mask`` and implement :meth:`_build` (the trainable model) and,
+    when they do not classify frozen tokens, :meth:`_inputs`.
+
+    Args:
+        backbone: backbone name or a built backbone (its image encoder stays frozen unless the method
+            fine-tunes a copy of it).
+        segmenter: a segmentation method that supplies the ROI mask when ``predict`` gets none.
+        **config: fields of ``config_class``.
+    """
+
+    task = "classification"
+    config_class: ClassVar[type] = ClassifierConfig
+    uses_mask: ClassVar[bool] = True
+
+    def __init__(self, backbone: str | Backbone = "litemedsam", segmenter: Method | None = None,
+                 **config: Any) -> None:
+        if "classes" in config and config["classes"] is not None:
+            config["classes"] = tuple(str(c) for c in config["classes"])
+        if "structures" in config and isinstance(config["structures"], str):
+            config["structures"] = (config["structures"],)
+        self.config = resolve_config(self.config_class, self.name, config)
+        if isinstance(backbone, str):
+            backbone = load_backbone(backbone, weights=self.config.weights)
+        self.backbone = backbone
+        cache = EmbeddingCache(self.config.cache_dir) if self.config.cache_dir else None
+        self.encoder = ViewEncoder(backbone, self.config.grid, ViewAugment(), cache)
+        if segmenter is not None and getattr(segmenter, "task", None) != "segmentation":
+            raise InputError(f"segmenter must be a segmentation method, got {type(segmenter).__name__}")
+        self.segmenter = segmenter
+        self.classes: list[str] | None = None
+        self.model: nn.Module | None = None
+        self.losses: list[float] = []
+        self.fit_seconds = float("nan")
+        self.feature_dim = 0
+
+    # -- subclass hooks ----------------------------------------------------------------------------------------
+    def _build(self, num_classes: int, in_dim: int) -> nn.Module:
+        """The trainable model: ``model(**inputs) -> (B, num_classes)`` logits; ``in_dim`` = token channels."""
+        raise NotImplementedError
+
+    def _prepare(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> None:
+        """Called once before training with every training input (e.g. to set feature statistics)."""
+
+    def _feature_dim(self, inputs: dict[str, torch.Tensor]) -> int:
+        """Channels of the features the head reads (default: the frozen tokens')."""
+        return int(inputs["tokens"].shape[1])
+
+    def _inputs(self, image: np.ndarray, mask: np.ndarray | None, views: list[int], key: str) -> dict[str, torch.Tensor]:
+        """Model inputs of ``views`` of one image, stacked on dim 0. Default: frozen tokens + masks."""
+        out = {"tokens": self.encoder.tokens(image, views, key)}
+        if self.uses_mask:
+            out["mask"] = torch.cat([self.encoder.mask(image, mask, v, key) for v in views])
+        return out
+
+    # -- the contract -------------------------------------------------------------------------------------------
+    def _sample_mask(self, sample: Sample) -> np.ndarray | None:
+        if not self.uses_mask:
+            return None
+        return roi_mask(dict(sample.masks), self.config.structures, f"sample {sample.id!r}")
+
+    def inputs(self, image: np.ndarray, mask: np.ndarray | None = None, views: int | Sequence[int] = 1,
+               source: str = "image", **prompts: Any) -> dict[str, torch.Tensor]:
+        """Validated model inputs of one image (view 0 by default), resolving its ROI mask first.
+
+        Raises:
+            InputError: bad image, mask of the wrong size or values, an empty mask (unless allowed), or no mask
+                and no segmenter when the method needs one.
+        """
+        views = list(range(views)) if isinstance(views, int) else list(views)
+        image, mask = checked_pair(image, mask, source, self.config.allow_empty_mask)
+        if self.uses_mask and mask is None:
+            mask = self.segment(image, source=source, **prompts)
+        return self._inputs(image, mask if self.uses_mask else None, views, image_key(image))
+
+    def segment(self, image: np.ndarray, source: str = "image", **prompts: Any) -> np.ndarray:
+        """The ROI mask of ``image`` from the segmenter (one structure, or the union of ``config.structures``)."""
+        if self.segmenter is None:
+            raise InputError(f"{self.name} needs the ROI mask of {source}: pass mask=..., or build the method with "
+                             "segmenter=load_method('box_prompt') and pass box=... (or a med_persam segmenter with "
+                             "its reference set)")
+        from ..oneshot import OneShotMethod
+
+        if isinstance(self.segmenter, OneShotMethod) and self.config.structures:
+            masks = [self.segmenter.predict(image, structure=s).mask for s in self.config.structures]
+            mask = np.logical_or.reduce(masks)
+        else:
+            mask = self.segmenter.predict(image, **prompts).mask
+        _, mask = checked_pair(image, mask, f"{source} (segmenter {self.segmenter.name})",
+                               self.config.allow_empty_mask)
+        return mask
+
+    def fit(self, support: Sequence[Sample]) -> "ClassifierMethod":
+        """Train on every augmented view of ``support`` (labelled samples with their ROI masks).
+
+        Raises:
+            InputError: an unlabelled sample, fewer than two classes, a label outside ``config.classes``, a class
+                count that disagrees with ``num_classes``, or a bad image/mask (the message names the sample).
+        """
+        support = list(support)
+        if not support:
+            raise InputError(f"{self.name}: fit needs labelled samples; got none")
+        if unlabelled := [s.id for s in support if s.label is None]:
+            raise InputError(f"{self.name}: samples without a label: {unlabelled[:5]}")
+        labels = [str(s.label) for s in support]
+        classes = list(self.config.classes) if self.config.classes else sorted(set(labels))
+        if unknown := sorted(set(labels) - set(classes)):
+            raise InputError(f"{self.name}: labels {unknown} are not in classes {classes}")
+        if len(classes) < 2:
+            raise InputError(f"{self.name}: need at least two classes to classify, got {classes}")
+        if self.config.num_classes is not None and len(classes) != self.config.num_classes:
+            raise InputError(f"{self.name}: num_classes={self.config.num_classes} but the classes are {classes}")
+        start = time.perf_counter()
+        views = list(range(self.config.views))
+        parts = [self.inputs(s.image, self._sample_mask(s), views, source=f"sample {s.id!r}") for s in support]
+        inputs = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        y = torch.tensor([classes.index(label) for label in labels]).repeat_interleave(len(views))
+        self.feature_dim = self._feature_dim(inputs)
+        with torch.random.fork_rng():
+            torch.manual_seed(self.config.seed)
+            model = self._build(len(classes), self.feature_dim)
+        self._prepare(model, inputs)
+        self.losses = train_classifier(model, inputs, y, self.config, n_images=len(support))
+        self.model, self.classes = model, classes
+        self.fit_seconds = time.perf_counter() - start
+        return self
+
+    @torch.no_grad()
+    def predict_proba(self, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> np.ndarray:
+        """(N, C) class probabilities of stacked ``inputs`` (from :meth:`inputs`), in ``self.classes`` order."""
+        if self.model is None:
+            raise InputError(f"{self.name}: call fit() before predicting")
+        n = len(next(iter(inputs.values())))
+        self.model.eval()
+        out = [F.softmax(self.model(**{k: v[i:i + batch_size] for k, v in inputs.items()}), dim=1)
+               for i in range(0, n, batch_size)]
+        return torch.cat(out).numpy()
+
+    def predict(self, image: np.ndarray, mask: np.ndarray | None = None, **prompts: Any) -> Prediction:
+        """Classify one image given its ROI mask (or the segmenter's, from ``prompts`` such as ``box=``).
+
+        Returns:
+            Prediction with ``label``, ``scores`` = {class: probability} and ``extras["mask"]`` (the ROI used).
+        """
+        source = prompts.pop("source", "image")
+        if self.uses_mask and mask is None:
+            image = checked_pair(image, None, source, False)[0]
+            mask = self.segment(image, source=source, **prompts)
+        probs = self.predict_proba(self.inputs(image, mask, source=source))[0]
+        label = self.classes[int(np.argmax(probs))]
+        return Prediction(label=label, scores={c: float(p) for c, p in zip(self.classes, probs)},
+                          extras={"mask": mask})
+
+    # -- reporting ------------------------------------------------------------------------------------------------
+    def trainable_parameters(self) -> int:
+        """Parameters updated by ``fit``, counted from ``requires_grad`` (after ``fit``)."""
+        if self.model is None:
+            raise InputError(f"{self.name}: call fit() before counting trainable parameters")
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def parameter_report(self) -> dict[str, Any]:
+        """Trainable parameters, the image encoder's, and their ratio to full fine-tuning (encoder + linear head)."""
+        trainable = self.trainable_parameters()
+        encoder = sum(p.numel() for p in self.backbone.image_encoder_module.parameters())
+        finetune = encoder + (self.feature_dim + 1) * len(self.classes)
+        return {"trainable_params": trainable, "encoder_params": encoder, "finetune_params": finetune,
+                "ratio_to_finetune": trainable / finetune}
+
+    def setting(self) -> dict[str, Any]:
+        out = super().setting()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def config_defaults(cls: type) -> dict[str, Any]:
+    """Field name -> default of a config dataclass (for docs and the CLI)."""
+    return {f.name: f.default for f in fields(cls)}

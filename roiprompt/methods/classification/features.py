@@ -1,0 +1,253 @@
+"""Inputs of the classifiers: (augmented) views of an image and its ROI mask in the model frame, and the frozen
+encoder's tokens of each view, cached on disk so a fit never re-encodes.
+
+A *view* is the image (and its mask) after one random geometric/photometric transform in the backbone's input
+frame (methods.md §2.3: hflip, rotation ±10°, scale 0.9–1.1, brightness/contrast ±10 %). View 0 is the image
+itself. The transform of view v of an image is drawn from a generator seeded by (image hash, v, augment
+settings), so the same view always has the same pixels and the same cache entry, whichever method asks.
+
+Tokens are the encoder's embedding average-pooled to a ``grid`` x ``grid`` token grid (LiteMedSAM: 256x64x64 ->
+256x16x16, methods.md §2.2): 16x smaller than the embedding, so every view of a few hundred images stays in RAM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...data.validate import check_image, check_mask
+from ...engine.cache import EmbeddingCache, image_key
+from ...errors import InputError
+from ...models.backbones.base import Backbone, ImageEmbedding
+from ...prompts.transforms import Frame
+
+
+@dataclass(frozen=True)
+class ViewAugment:
+    """Random view transform (methods.md §2.3), applied to image and mask alike in the model frame.
+
+    Attributes:
+        hflip: flip left-right with probability 0.5.
+        rotation: maximum absolute rotation in degrees.
+        scale: (min, max) zoom factor.
+        brightness: maximum absolute brightness shift, as a fraction of the [0, 1] intensity range.
+        contrast: maximum relative contrast change.
+    """
+
+    hflip: bool = True
+    rotation: float = 10.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    brightness: float = 0.1
+    contrast: float = 0.1
+
+    @property
+    def tag(self) -> str:
+        """Short hash of the settings, part of every cache key of an augmented view."""
+        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:8]
+
+
+def view_params(key: str, view: int, augment: ViewAugment) -> dict[str, float]:
+    """The transform of ``view`` of the image with hash ``key``; view 0 is the identity."""
+    if view == 0:
+        return {"flip": 0.0, "angle": 0.0, "scale": 1.0, "brightness": 0.0, "contrast": 1.0}
+    seed = int.from_bytes(hashlib.sha256(f"{key}|{view}|{augment.tag}".encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    return {"flip": float(augment.hflip and rng.random() < 0.5),
+            "angle": float(rng.uniform(-augment.rotation, augment.rotation)),
+            "scale": float(rng.uniform(*augment.scale)),
+            "brightness": float(rng.uniform(-augment.brightness, augment.brightness)),
+            "contrast": float(1.0 + rng.uniform(-augment.contrast, augment.contrast))}
+
+
+def _warp(x: torch.Tensor, params: dict[str, float], valid_hw: tuple[int, int], mode: str) -> torch.Tensor:
+    """Flip, rotate and zoom (B, C, S, S) about the centre of the image content (top-left ``valid_hw``)."""
+    if params["flip"] == 0 and params["angle"] == 0 and params["scale"] == 1:
+        return x
+    s = x.shape[-1]
+    h, w = valid_hw
+    # content centre in normalised [-1, 1] coordinates (align_corners=False)
+    cx, cy = w / s - 1.0, h / s - 1.0
+    a = math.radians(params["angle"])
+    cos, sin = math.cos(a) / params["scale"], math.sin(a) / params["scale"]
+    fx = -1.0 if params["flip"] else 1.0
+    # output pixel p samples input at c + R(p - c) (then flipped about the centre)
+    theta = torch.tensor([[fx * cos, -sin, cx - fx * cos * cx + sin * cy],
+                          [fx * sin, cos, cy - fx * sin * cx - cos * cy]], dtype=x.dtype)
+    grid = F.affine_grid(theta[None].expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def apply_view(pixels: torch.Tensor, mask: torch.Tensor | None, params: dict[str, float],
+               valid_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply one view transform to model-frame ``pixels`` (1, 3, S, S) in [0, 1] and ``mask`` (1, 1, S, S)."""
+    out = pixels
+    if params["brightness"] != 0 or params["contrast"] != 1:
+        h, w = valid_hw
+        content = out[..., :h, :w]
+        mean = content.mean()
+        out = out.clone()
+        out[..., :h, :w] = ((content - mean) * params["contrast"] + mean + params["brightness"]).clamp(0, 1)
+    out = _warp(out, params, valid_hw, "bilinear")
+    if mask is not None:
+        mask = (_warp(mask, params, valid_hw, "bilinear") > 0.5).float()
+    return out, mask
+
+
+def mask_to_input(backbone: Backbone, mask: np.ndarray) -> torch.Tensor:
+    """HxW bool mask at the original resolution -> (1, 1, S, S) {0, 1} float in ``backbone``'s input frame.
+
+    SAM-family frames resize the longest side and pad; CLIP's default frame resizes the shortest side and
+    centre-crops (``resize="crop"``), and the mask follows the same crop.
+    """
+    s = backbone.input_size
+    h, w = mask.shape
+    if getattr(backbone, "resize", "pad") == "pad":
+        return (Frame((h, w), s).mask_to_model(mask, s) > 0.5).float()
+    scale = s / min(h, w)
+    rh, rw = max(s, round(h * scale)), max(s, round(w * scale))
+    m = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], size=(rh, rw), mode="bilinear",
+                      align_corners=False)
+    top, left = (rh - s) // 2, (rw - s) // 2
+    return (m[..., top:top + s, left:left + s] > 0.5).float().contiguous()
+
+
+def content_hw(backbone: Backbone, image_hw: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of the image content inside the input frame (the rest is zero padding)."""
+    if getattr(backbone, "resize", "pad") == "pad":
+        return Frame(image_hw, backbone.input_size).resized_hw
+    return backbone.input_size, backbone.input_size
+
+
+def roi_mask(masks: dict[str, np.ndarray] | None, structures: tuple[str, ...] | None, source: str) -> np.ndarray:
+    """Union of the named structures' masks (all of them when ``structures`` is None); InputError if missing."""
+    if not masks:
+        raise InputError(f"{source}: no ROI mask; give the mask of the region of interest")
+    names = list(masks) if structures is None else list(structures)
+    if missing := [s for s in names if s not in masks]:
+        raise InputError(f"{source}: no mask for {missing}; it has {sorted(masks)}")
+    return np.logical_or.reduce([np.asarray(masks[s], bool) for s in names])
+
+
+class _Memo:
+    """Process-wide LRU of token tensors, so methods sharing a benchmark share one read of each view."""
+
+    def __init__(self, max_bytes: int = 3 << 30) -> None:
+        self.items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.bytes = 0
+        self.max_bytes = max_bytes
+
+    def get(self, key: str) -> torch.Tensor | None:
+        item = self.items.get(key)
+        if item is not None:
+            self.items.move_to_end(key)
+        return item
+
+    def put(self, key: str, value: torch.Tensor) -> None:
+        if key in self.items:
+            return
+        self.items[key] = value
+        self.bytes += value.numel() * value.element_size()
+        while self.bytes > self.max_bytes and self.items:
+            _, old = self.items.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
+
+
+_MEMO = _Memo()
+
+
+class ViewEncoder:
+    """Pixels, masks and pooled frozen-encoder tokens of the views of an image, each computed once.
+
+    Args:
+        backbone: a backbone with an image encoder.
+        grid: side of the token grid the embedding is average-pooled to (at most the embedding's own grid).
+        augment: view transform settings.
+        cache: on-disk cache of pooled tokens (and read-through of full embeddings cached by other methods).
+    """
+
+    def __init__(self, backbone: Backbone, grid: int = 16, augment: ViewAugment = ViewAugment(),
+                 cache: EmbeddingCache | None = None) -> None:
+        if not backbone.has_image_encoder:
+            raise InputError(f"backbone {backbone.name!r} has no image encoder to classify with")
+        self.backbone = backbone
+        self.grid = grid
+        self.augment = augment
+        self.cache = cache
+        self.encoder_calls = 0
+
+    @property
+    def token_grid(self) -> int:
+        """Side of the token grid actually produced: ``grid``, or the encoder's own grid when that is coarser."""
+        native = getattr(self.backbone, "embed_size", None) or getattr(self.backbone, "grid", None)
+        return min(self.grid, int(native)) if native else self.grid
+
+    def _tag(self, view: int) -> str:
+        return f"tokens{self.grid}" + ("" if view == 0 else f"-aug{view}-{self.augment.tag}")
+
+    def pixels(self, image: np.ndarray, mask: np.ndarray | None, view: int = 0,
+               key: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """View ``view`` of ``image`` (and ``mask``) in the input frame: (1, 3, S, S) and (1, 1, S, S) or None."""
+        key = key or image_key(image)
+        pixels = self.backbone.preprocess(image)
+        m = None if mask is None else mask_to_input(self.backbone, mask)
+        params = view_params(key, view, self.augment)
+        return apply_view(pixels, m, params, content_hw(self.backbone, image.shape[:2]))
+
+    def mask(self, image: np.ndarray, mask: np.ndarray, view: int = 0, key: str | None = None) -> torch.Tensor:
+        """The (1, 1, S, S) mask of view ``view`` (no pixels computed)."""
+        key = key or image_key(image)
+        m = mask_to_input(self.backbone, mask)
+        params = dict(view_params(key, view, self.augment), brightness=0.0, contrast=1.0)
+        return apply_view(torch.zeros(1, 3, 1, 1), m, params, content_hw(self.backbone, image.shape[:2]))[1]
+
+    def _pool(self, features: torch.Tensor) -> torch.Tensor:
+        g = min(self.grid, features.shape[-1])
+        return F.adaptive_avg_pool2d(features, g)
+
+    def tokens(self, image: np.ndarray, views: int | list[int] = 1, key: str | None = None) -> torch.Tensor:
+        """Pooled tokens (V, C, g, g) of the given views (an int n means views 0..n-1); encodes only misses."""
+        key = key or image_key(image)
+        wanted = list(range(views)) if isinstance(views, int) else list(views)
+        memo_keys = [f"{key}|{self.backbone.name}|{self.backbone.weights_sha256}|{self._tag(v)}" for v in wanted]
+        found: dict[int, torch.Tensor] = {}
+        for v, mk in zip(wanted, memo_keys):
+            hit = _MEMO.get(mk)
+            if hit is None and self.cache is not None:
+                emb = self.cache.load(image, self.backbone, self._tag(v))
+                if emb is None and v == 0:  # a full embedding cached by a segmentation method
+                    full = self.cache.load(image, self.backbone, "orig")
+                    emb = None if full is None else ImageEmbedding(self._pool(full.features))
+                    if emb is not None:
+                        self.cache.store(image, self.backbone, emb, self._tag(v))
+                hit = None if emb is None else emb.features[0]
+            if hit is not None:
+                found[v] = hit
+                _MEMO.put(mk, hit)
+        missing = [v for v in wanted if v not in found]
+        if missing:
+            pixels = torch.cat([self.pixels(image, None, v, key)[0] for v in missing])
+            with torch.no_grad():
+                features = self.backbone.encode_image(pixels).features
+            self.encoder_calls += len(missing)
+            pooled = self._pool(features)
+            for i, v in enumerate(missing):
+                found[v] = pooled[i].contiguous()
+                _MEMO.put(memo_keys[wanted.index(v)], found[v])
+                if self.cache is not None:
+                    self.cache.store(image, self.backbone, ImageEmbedding(found[v][None]), self._tag(v))
+        return torch.stack([found[v] for v in wanted])
+
+
+def checked_pair(image: np.ndarray, mask: np.ndarray | None, source: str,
+                 allow_empty: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate an image and its ROI mask (size, values, emptiness) with errors naming ``source``."""
+    image = check_image(image, source)
+    if mask is not None:
+        mask = check_mask(mask, image.shape[:2], f"{source} (mask)", allow_empty=allow_empty)
+    return image, mask

@@ -1,0 +1,68 @@
+"""SegPrompt (methods.md §2.2, SegPrompt-Lite): segmentation maps as prompt tokens for few-parameter tuning of a
+frozen encoder, and its prompt-tuning-only ablation ``vpt``.
+
+The frozen encoder (LiteMedSAM's TinyViT by default) runs once per augmented view and its embedding is cached as
+a 16x16 token grid; only the segmentation embedding, the prompt/CLS tokens, the 2-block token transformer and the
+linear head train (≈ 0.22 M parameters, 3.9 % of the 5.73 M encoder).
+
+Example:
+    >>> clf = roiprompt.load_method("segprompt", num_classes=2, cache_dir="~/.cache/roiprompt")
+    >>> clf.fit(support)                                     # Samples with labels and ROI masks
+    >>> clf.predict(image, mask=lesion_mask).label           # "malignant"
+    >>> clf.parameter_report()["ratio_to_finetune"]          # ~0.04
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..base import register_method
+from .base import ClassifierConfig, ClassifierMethod
+from .heads import SegPromptHead
+
+
+@dataclass(frozen=True)
+class SegPromptConfig(ClassifierConfig):
+    """:class:`ClassifierConfig` plus the head's shape (methods.md §2.2).
+
+    Attributes:
+        dim: width of the token transformer.
+        depth: transformer blocks.
+        heads: attention heads.
+        mlp_ratio: MLP hidden width / dim.
+        prompts: learnable prompt tokens.
+        readout: "cls" (methods.md §2.2) or "cls_roi" (CLS + mask-weighted mean of the output image tokens).
+    """
+
+    dim: int = 96
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    prompts: int = 8
+    # "cls_roi", not §2.2's "cls" (our choice). BUS-BRA validation split (valid_1 = 0, 299 images), K = 16,
+    # seeds 0-2: balanced accuracy 0.667 -> 0.696 and AUROC 0.710 -> 0.764 (mean of 3 seeds). On a toy task where
+    # only the mask's position decides the class, CLS alone never left chance in 150 steps; "cls_roi" reached 100 %.
+    readout: str = "cls_roi"
+
+
+@register_method("segprompt")
+class SegPrompt(ClassifierMethod):
+    """Few-shot classification with the ROI mask as segmentation tokens next to frozen image tokens."""
+
+    config_class = SegPromptConfig
+    uses_mask = True
+
+    def _build(self, num_classes: int, in_dim: int) -> nn.Module:
+        c = self.config
+        return SegPromptHead(in_dim, self.encoder.token_grid, self.backbone.input_size, num_classes, dim=c.dim,
+                             depth=c.depth, heads=c.heads, mlp_ratio=c.mlp_ratio, prompts=c.prompts,
+                             seg_tokens=self.uses_mask, readout=self.config.readout if self.uses_mask else "cls")
+
+
+@register_method("vpt")
+class PromptTuning(SegPrompt):
+    """Baseline: the SegPrompt head without segmentation tokens (VPT-like prompt tuning; the mask is unused)."""
+
+    uses_mask = False
