@@ -135,6 +135,21 @@ def classification_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def classifier_speed_table(records: list[dict]) -> str:
+    rows: dict[str, dict] = defaultdict(dict)
+    for r in records:
+        rows[r["method"]][r["metric"]] = r
+    lines = ["| method | fit s, 16/class (steps) | ms/image, tokens cached (min-max) | ms/image, encoder run (min-max) | "
+             "trainable params | command |", "|" + "---|" * 6]
+    for name in sorted(rows):
+        m = rows[name]
+        fit, hot, cold = m["fit_seconds_16_shot"], m["predict_ms_cached"], m["predict_ms_encoder"]
+        lines.append(f"| {name} | {fit['mean']:.1f} ({fit['steps']}) | {hot['mean']:.1f} ({hot['ci95'][0]:.1f}-"
+                     f"{hot['ci95'][1]:.1f}) | {cold['mean']:.0f} ({cold['ci95'][0]:.0f}-{cold['ci95'][1]:.0f}) | "
+                     f"{fit['trainable_params']:,} | `{fit['command']}` |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     records = []
     for path in sorted((HERE / "results").glob("*.json")):
@@ -165,6 +180,12 @@ def main() -> None:
     if classify:
         parts.append("\n" + CLASSIFY_HEADER)
         parts.append(classification_table(classify))
+    clf_speed = [r for r in records if r["task"] == "speed" and r["metric"] in
+                 ("fit_seconds_16_shot", "predict_ms_cached", "predict_ms_encoder")]
+    if clf_speed:
+        parts.append("\n### Classifier speed (2 threads, run alone)\n\nBudget (methods.md §2.3): a 16-shot fit "
+                     "<= 60 s from cached encoder tokens.\n")
+        parts.append(classifier_speed_table(clf_speed))
     commits = sorted({r["git_commit"] for r in records})
     parts.append(f"\nRecords from commit(s): {', '.join(commits) if commits else 'none'}.\n")
     (HERE / "RESULTS.md").write_text("\n".join(parts) + "\n")

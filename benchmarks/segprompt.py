@@ -38,13 +38,15 @@ TASKS = {
 FROZEN = ("linear_probe", "linear_probe_masked", "vpt", "segprompt")
 
 
-def config_for(method: str, k: int | str) -> dict:
-    """Per-method / per-K budget settings (see the module doc)."""
+def config_for(method: str, k: int | str, views: int | None = None) -> dict:
+    """Per-method / per-K budget settings (see the module doc); ``views`` overrides the views per image."""
     if method in ("finetune", "mask_channel"):
-        return {"input_size": 128, "max_steps": 40, "batch_size": 8, "views": 4}
-    if k == "all":
-        return {"views": 1, "max_steps": 600}
-    return {"views": 4 if int(k) <= 32 else 1}
+        out = {"input_size": 128, "max_steps": 40, "batch_size": 8, "views": 4}
+    elif k == "all":
+        out = {"views": 1, "max_steps": 600}
+    else:
+        out = {"views": 4 if int(k) <= 32 else 1}
+    return {**out, "views": views} if views else out
 
 
 def main() -> int:
@@ -57,6 +59,7 @@ def main() -> int:
                                                   "box_prompt, med_persam")
     p.add_argument("--cache-dir", default=str(ROOT / ".cache" / "embeddings"))
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--views", type=int, default=None, help="override the views per training image")
     p.add_argument("--tag", default="")
     args = p.parse_args()
     if args.threads:
@@ -66,7 +69,8 @@ def main() -> int:
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/segprompt.py", *sys.argv[1:]])
     records = run_classification_bench(
         args.methods.split(","), task["dataset"], label=task["label"], structures=task["structures"], shots=shots,
-        seeds=args.seeds, mask_sources=args.masks.split(","), cache_dir=args.cache_dir, config_for=config_for,
+        seeds=args.seeds, mask_sources=args.masks.split(","), cache_dir=args.cache_dir,
+        config_for=lambda m, k: config_for(m, k, args.views),
         command=command, log=lambda m: print(m, flush=True))
     name = f"segprompt_{args.task}" + (f"_{args.tag}" if args.tag else "")
     out = write_records(ROOT / "benchmarks" / "results" / f"{name}.json", records)

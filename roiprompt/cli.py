@@ -254,6 +254,8 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config = {"cache_dir": args.cache_dir} if args.cache_dir else {}
     variant = _parse_config(args.config or [])
     config.update(variant)
+    if method_class(args.method).task == "classification":
+        return _bench_classifier(args, argv, config, variant)
     oneshot = issubclass(method_class(args.method), OneShotMethod)
     if args.seeds != 1 and not oneshot:
         _console().print(f"note: {args.method} is deterministic given ground-truth prompts; --seeds has no effect")
@@ -271,6 +273,27 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _print_records(records)
     if run.failures:
         _console().print(f"[red]{len(run.failures)} image(s) failed:[/red] " + "; ".join(run.failures[:10]))
+    if args.json:
+        path = write_records(args.json, records)
+        _console().print(f"wrote {len(records)} records to {path}")
+    return 0
+
+
+def _bench_classifier(args: argparse.Namespace, argv: Sequence[str], config: dict, variant: dict) -> int:
+    """``bench`` for a few-shot classifier: K per class x seeds, the test split, the chosen test-time masks."""
+    from .engine.classify_bench import run_classification_bench
+    from .engine.records import write_records
+
+    shots = [k if k == "all" else int(k) for k in args.shots.split(",")]
+    cache_dir = config.pop("cache_dir", None)
+    records = run_classification_bench(
+        [args.method], args.dataset, label=args.label, structures=args.structure, shots=shots, seeds=args.seeds,
+        mask_sources=args.masks.split(","), root=args.root, backbone=args.backbone, cache_dir=cache_dir,
+        config=config, command="roiprompt " + shlex.join(argv), log=_console().print)
+    if variant:
+        label = ",".join(f"{k}={v}" for k, v in variant.items())
+        records = [{**r, "variant": label} for r in records]
+    _print_records(records)
     if args.json:
         path = write_records(args.json, records)
         _console().print(f"wrote {len(records)} records to {path}")
@@ -298,10 +321,13 @@ def _print_records(records: list[dict]) -> None:
     from rich.table import Table
 
     table = Table()
-    for col in ("method", "dataset", "structure", "metric", "mean", "95% CI", "n", "s/image", "peak RSS MB"):
+    for col in ("method", "dataset", "structure / K, masks", "metric", "mean", "95% CI", "n", "s/image",
+                "peak RSS MB"):
         table.add_column(col)
     for r in records:
-        table.add_row(r["method"], r["dataset"], str(r["structure"]), r["metric"], f"{r['mean']:.4f}",
+        where = (f"K={r['setting']['shots']}, {r['mask_source']}" if r["task"] == "classification"
+                 else str(r["structure"]))
+        table.add_row(r["method"], r["dataset"], where, r["metric"], f"{r['mean']:.4f}",
                       f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]", str(r["n"]), f"{r['seconds_per_image']:.3f}",
                       f"{r['peak_rss_mb']:.0f}")
     _console().print(table)
@@ -403,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="litemedsam", choices=list_backbones())
     p.add_argument("--cache-dir", help="on-disk embedding cache directory")
     p.add_argument("--json", help="write records to this JSON file")
+    p.add_argument("--label", help="classifiers: label column (busbra: pathology, birads)")
+    p.add_argument("--shots", default="8,16,32,64,all", help="classifiers: images per class, comma-separated")
+    p.add_argument("--masks", default="gt", help="classifiers: test-time mask sources (gt, gt_eroded, gt_dilated, "
+                                                 "box_prompt, med_persam)")
     p.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="method config override, e.g. refine_rounds=3 (repeatable; recorded as the row's variant)")
 

@@ -132,3 +132,18 @@ def test_oneshot_reference_mask_of_wrong_size_is_an_error(tmp_path, capsys, monk
                  "--out", str(tmp_path / "o")]) == 2
     assert "small_mask.png" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # failed before loading the model or writing anything
+
+
+def test_bench_classifier_writes_records(tmp_path):
+    root = data_root("jsrt").parent
+    out = tmp_path / "r.json"
+    code = main(["bench", "segprompt", "--dataset", "jsrt", "--root", str(root), "--structure", "left_lung",
+                 "--structure", "right_lung", "--shots", "2", "--seeds", "1", "--masks", "gt,gt_dilated",
+                 "--backbone", "test-litemedsam", "--cache-dir", str(tmp_path / "cache"), "--config", "views=1",
+                 "--config", "min_steps=2", "--config", "epochs=1", "--json", str(out)])
+    assert code == 0
+    records = json.loads(out.read_text())
+    assert len(records) == 8  # 2 mask sources x 4 scores
+    assert all(set(REQUIRED_KEYS) <= set(r) and r["task"] == "classification" for r in records)
+    assert {r["mask_source"] for r in records} == {"gt", "gt_dilated"}
+    assert all(r["variant"] == "views=1,min_steps=2,epochs=1" for r in records)

@@ -117,6 +117,22 @@ def test_a_segmenter_supplies_the_mask_from_a_box(tiny):
         roiprompt.load_method("segprompt", backbone=tiny, segmenter=clf)
 
 
+def test_med_persam_supplies_the_union_of_structures(tiny):
+    samples = _toy_samples()
+    oneshot = roiprompt.load_method("med_persam", backbone=tiny, warp_iterations=5, instance_iterations=5)
+    top = samples[0].masks["roi"]
+    oneshot.set_reference(samples[0].image, {"top": top, "bottom": np.roll(top, 32, axis=0)})
+    clf = roiprompt.load_method("segprompt", backbone=tiny, segmenter=oneshot, allow_empty_mask=True,
+                                **FAST).fit(samples)
+    image = samples[2].image
+    preds = oneshot.predict_all(image)
+    pred = clf.predict(image)
+    assert np.array_equal(pred.extras["mask"], preds["top"].mask | preds["bottom"].mask)
+    only = roiprompt.load_method("segprompt", backbone=tiny, segmenter=oneshot, structures=["liver"], **FAST)
+    with pytest.raises(InputError, match="liver"):
+        only.segment(image)
+
+
 @pytest.mark.parametrize("name", ["segprompt", "vpt", "linear_probe", "linear_probe_masked", "mask_channel"])
 def test_only_the_intended_parameters_receive_gradients(tiny, name):
     samples = _toy_samples()
@@ -225,3 +241,17 @@ def test_perturbed_masks_shrink_and_grow():
     eroded, dilated = perturb_mask(mask, -0.05), perturb_mask(mask, 0.05)
     assert eroded.sum() < mask.sum() < dilated.sum()
     assert (eroded <= mask).all() and (mask <= dilated).all()
+
+
+@pytest.mark.parametrize("backbone", ["test-clip", "test-sam"])
+@pytest.mark.parametrize("name", ["segprompt", "mask_channel"])
+def test_other_backbones_share_the_code_path(backbone, name):
+    """CLIP (token grid, centre-crop or pad frame) and SAM (Hugging Face modules) behind the same classifier."""
+    samples = _toy_samples()
+    clf = roiprompt.load_method(name, backbone=backbone, **FAST).fit(samples)
+    pred = clf.predict(samples[0].image, mask=samples[0].masks["roi"])
+    assert set(pred.scores) == {"a", "b"} and abs(sum(pred.scores.values()) - 1) < 1e-5
+    report = clf.parameter_report()
+    assert report["encoder_params"] == sum(p.numel() for p in clf.backbone.image_encoder_module.parameters())
+    if name == "mask_channel":  # the whole encoder trains, plus the head and the mask channel
+        assert report["trainable_params"] > report["encoder_params"]

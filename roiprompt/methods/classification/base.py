@@ -134,8 +134,10 @@ class ClassifierMethod(Method):
                  **config: Any) -> None:
         if "classes" in config and config["classes"] is not None:
             config["classes"] = tuple(str(c) for c in config["classes"])
-        if "structures" in config and isinstance(config["structures"], str):
+        if isinstance(config.get("structures"), str):
             config["structures"] = (config["structures"],)
+        elif config.get("structures") is not None:
+            config["structures"] = tuple(config["structures"])
         self.config = resolve_config(self.config_class, self.name, config)
         if isinstance(backbone, str):
             backbone = load_backbone(backbone, weights=self.config.weights)
@@ -198,9 +200,12 @@ class ClassifierMethod(Method):
                              "its reference set)")
         from ..oneshot import OneShotMethod
 
-        if isinstance(self.segmenter, OneShotMethod) and self.config.structures:
-            masks = [self.segmenter.predict(image, structure=s).mask for s in self.config.structures]
-            mask = np.logical_or.reduce(masks)
+        if isinstance(self.segmenter, OneShotMethod):  # every structure from one encode, then their union
+            preds = self.segmenter.predict_all(image, source=source)
+            names = self.config.structures or tuple(preds)
+            if missing := [s for s in names if s not in preds]:
+                raise InputError(f"{self.name}: the segmenter's reference has no {missing}; it has {sorted(preds)}")
+            mask = np.logical_or.reduce([preds[s].mask for s in names])
         else:
             mask = self.segmenter.predict(image, **prompts).mask
         _, mask = checked_pair(image, mask, f"{source} (segmenter {self.segmenter.name})",
