@@ -224,8 +224,10 @@ def main() -> None:
     clf_speed = [r for r in records if r["task"] == "speed" and r["metric"] in
                  ("fit_seconds_16_shot", "predict_ms_cached", "predict_ms_encoder")]
     if clf_speed:
-        parts.append("\n### Classifier speed (2 threads, run alone)\n\nBudget (methods.md §2.3): a 16-shot fit "
-                     "<= 60 s from cached encoder tokens.\n")
+        threads = sorted({r["setting"]["threads"] for r in clf_speed})
+        parts.append(f"\n### Classifier speed ({'/'.join(map(str, threads))} thread(s))\n\nBudget (methods.md §2.3): "
+                     "a 16-shot fit <= 60 s from cached encoder tokens on 2 cores. The committed run used 1 thread "
+                     "while a one-thread fine-tuning benchmark used the other core.\n")
         parts.append(classifier_speed_table(clf_speed))
     commits = sorted({r["git_commit"] for r in records})
     parts.append(f"\nRecords from commit(s): {', '.join(commits) if commits else 'none'}.\n")

@@ -1,4 +1,4 @@
-"""Speed of the few-shot classifiers on this machine (2 threads; run it alone).
+"""Speed of the few-shot classifiers on this machine (2 threads by default; run it alone).
 
 For each frozen-encoder classifier: seconds to fit 16 images per class of BUS-BRA (4 views each, encoder tokens
 read from the on-disk cache that ``benchmarks/segprompt.py`` filled; methods.md §2.3 budget: <= 60 s), and
@@ -35,8 +35,9 @@ def main() -> int:
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--cache-dir", default=str(ROOT / ".cache" / "embeddings"))
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "segprompt_speed.json"))
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the budget assumes 2)")
     args = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     command = "python benchmarks/segprompt_speed.py " + shlex.join(sys.argv[1:])
     backbone = load_backbone("litemedsam")
     data = load_dataset("busbra", label="pathology")
@@ -67,7 +68,7 @@ def main() -> int:
         print(f"{name:22s}{fit_s:8.1f}{steps:7d}{1e3 * np.median(cached):15.1f}{1e3 * np.median(uncached):16.1f}"
               f"{params:9d}")
         common = dict(method=name, backbone="litemedsam", dataset="busbra", structure=None, task="speed",
-                      setting={"shots": 16, "views": method.config.views, "threads": 2}, command=command)
+                      setting={"shots": 16, "views": method.config.views, "threads": args.threads}, command=command)
         extra = {"steps": steps, "trainable_params": params}
         records.append(make_record(**common, metric="fit_seconds_16_shot",
                                    summary={"mean": fit_s, "ci95": [fit_s, fit_s], "n": 1},
