@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -292,7 +292,3 @@ class ClassifierMethod(Method):
         out = super().setting()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
-
-def config_defaults(cls: type) -> dict[str, Any]:
-    """Field name -> default of a config dataclass (for docs and the CLI)."""
-    return {f.name: f.default for f in fields(cls)}

@@ -42,7 +42,7 @@ class SegPromptConfig(ClassifierConfig):
     mlp_ratio: float = 2.0
     prompts: int = 8
     # "cls_roi", not §2.2's "cls" (our choice). BUS-BRA validation split (valid_1 = 0, 299 images), K = 16,
-    # seeds 0-2: balanced accuracy 0.667 -> 0.696 and AUROC 0.710 -> 0.764 (mean of 3 seeds). On a toy task where
+    # seeds 0-2, a development run (not a committed benchmark): balanced accuracy 0.667 -> 0.696, AUROC 0.710 -> 0.764. On a toy task where
     # only the mask's position decides the class, CLS alone never left chance in 150 steps; "cls_roi" reached 100 %.
     readout: str = "cls_roi"
 
