@@ -11,6 +11,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 HEADER = """# roiprompt benchmark results
 
@@ -171,6 +173,45 @@ def mask_source_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+MEDFOCUS_HEADER = """## Few-shot classification with segmentation-guided attention: MedFocusCLIP (issue 6)
+
+LiteMedSAM tokens (16x16, cached; 4 augmented views per training image) with all-MiniLM-L6-v2 class prompts
+(`TASKS` in `roiprompt/engine/classify_bench.py`); offline there is no aligned text tower, so no zero-shot row.
+K images per class from the train split, seeds 0-4 (the same support sets for every method); the whole test
+split. Guided - unguided: the mean of the per-seed differences in balanced accuracy (same support sets) with a
+95 % t-interval. Full scores (accuracy, macro-F1, AUROC with CIs, fit s, s/image) follow, and the test-time mask
+sources after them.
+"""
+
+
+def medfocus_summary_table(records: list[dict]) -> str:
+    """Balanced accuracy per task x K: MedFocusCLIP, its unguided twin, their paired difference, the probes."""
+    from scipy import stats
+
+    cells: dict[tuple, dict] = defaultdict(dict)
+    for r in records:
+        if r["mask_source"] == "gt" and r["metric"] == "balanced_accuracy":
+            cells[(_task(r), _shots_key(r["setting"]["shots"]))][r["method"]] = r
+    methods = ["medfocusclip", "medfocusclip_unguided", "linear_probe", "linear_probe_masked"]
+    lines = ["| task | K/class | medfocusclip | unguided | guided - unguided | linear_probe | linear_probe_masked |",
+             "|" + "---|" * 7]
+    for key in sorted(cells):
+        row = cells[key]
+
+        def cell(name: str) -> str:
+            r = row.get(name)
+            return f"{r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]" if r else ""
+
+        diff = ""
+        if "medfocusclip" in row and "medfocusclip_unguided" in row:
+            d = np.subtract(row["medfocusclip"]["seed_values"], row["medfocusclip_unguided"]["seed_values"])
+            half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            diff = f"**{100 * d.mean():+.1f}** [{100 * (d.mean() - half):+.1f}, {100 * (d.mean() + half):+.1f}] pts"
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join([cell(methods[0]), cell(methods[1]), diff,
+                                                              cell(methods[2]), cell(methods[3])]) + " |")
+    return "\n".join(lines)
+
+
 def classifier_speed_table(records: list[dict]) -> str:
     rows: dict[str, dict] = defaultdict(dict)
     for r in records:
@@ -189,7 +230,7 @@ def classifier_speed_table(records: list[dict]) -> str:
 def main() -> None:
     records = []
     for path in sorted((HERE / "results").glob("*.json")):
-        records.extend(json.loads(path.read_text()))
+        records.extend({**r, "_file": path.stem} for r in json.loads(path.read_text()))
     parts = [HEADER]
     seg = [r for r in records if r["task"] == "segmentation"]
     if seg:
@@ -212,7 +253,7 @@ def main() -> None:
                      "Budget (issue 4): setting a reference <= 60 s, one target image <= 2 s on the 2-core CPU. The "
                      "committed run shared the CPU with a one-thread benchmark: read the times as upper bounds.\n")
         parts.append(speed_table(speed))
-    classify = [r for r in records if r["task"] == "classification"]
+    classify = [r for r in records if r["task"] == "classification" and not r["_file"].startswith("medfocusclip")]
     if classify:
         parts.append("\n" + CLASSIFY_HEADER)
         parts.append(classification_table(classify))
@@ -220,6 +261,15 @@ def main() -> None:
             parts.append("\n### Test-time masks: balanced accuracy / AUROC (mean over seeds)\n\nThe same fitted "
                          "models, given different test-time ROI masks; the first row of each task is the Dice of "
                          "those masks against the ground truth.\n")
+            parts.append(table)
+    focus = [r for r in records if r["task"] == "classification" and r["_file"].startswith("medfocusclip")]
+    if focus:
+        parts.append("\n" + MEDFOCUS_HEADER)
+        parts.append(medfocus_summary_table(focus))
+        parts.append("\n### MedFocusCLIP: every score\n")
+        parts.append(classification_table(focus))
+        if table := mask_source_table(focus):
+            parts.append("\n### MedFocusCLIP, test-time masks: balanced accuracy / AUROC (mean over seeds)\n")
             parts.append(table)
     clf_speed = [r for r in records if r["task"] == "speed" and r["metric"] in
                  ("fit_seconds_16_shot", "predict_ms_cached", "predict_ms_encoder")]

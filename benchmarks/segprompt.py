@@ -27,14 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from roiprompt.engine.classify_bench import run_classification_bench  # noqa: E402
+from roiprompt.engine.classify_bench import TASKS, format_table, run_classification_bench  # noqa: E402
 from roiprompt.engine.records import write_records  # noqa: E402
 
-TASKS = {
-    "busbra_pathology": dict(dataset="busbra", label="pathology", structures=None),
-    "busbra_birads": dict(dataset="busbra", label="birads", structures=None),
-    "jsrt_nodule": dict(dataset="jsrt", label=None, structures=("left_lung", "right_lung")),
-}
 FROZEN = ("linear_probe", "linear_probe_masked", "vpt", "segprompt")
 
 
@@ -74,15 +69,7 @@ def main() -> int:
         command=command, log=lambda m: print(m, flush=True))
     name = f"segprompt_{args.task}" + (f"_{args.tag}" if args.tag else "")
     out = write_records(ROOT / "benchmarks" / "results" / f"{name}.json", records)
-    print(f"\n{'method':<22}{'K':>5} {'masks':<12}{'bal.acc':>16}{'AUROC':>8}{'fit s':>8}{'params':>10}")
-    for r in records:
-        if r["metric"] != "balanced_accuracy":
-            continue
-        auc = next(x["mean"] for x in records if x["metric"] == "auroc" and x["method"] == r["method"]
-                   and x["setting"]["shots"] == r["setting"]["shots"] and x["mask_source"] == r["mask_source"])
-        print(f"{r['method']:<22}{r['setting']['shots']:>5} {r['mask_source']:<12}"
-              f"{r['mean']:>7.3f} ±{(r['ci95'][1] - r['ci95'][0]) / 2:>6.3f}{auc:>8.3f}"
-              f"{r['fit_seconds']:>8.1f}{r['trainable_params']:>10}")
+    print("\n" + format_table(records))
     print(f"wrote {out}")
     return 0 if np.isfinite([r["mean"] for r in records if r["metric"] == "accuracy"]).all() else 1
 

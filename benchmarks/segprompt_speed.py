@@ -1,10 +1,13 @@
-"""Speed of the few-shot classifiers on this machine (2 threads by default; run it alone).
+"""Speed of the few-shot classifiers (SegPrompt, MedFocusCLIP and baselines) on this machine (2 threads by
+default; run it alone).
 
 For each frozen-encoder classifier: seconds to fit 16 images per class of BUS-BRA (4 views each, encoder tokens
 read from the on-disk cache that ``benchmarks/segprompt.py`` filled; methods.md §2.3 budget: <= 60 s), and
 milliseconds to classify one test image with its mask, with the tokens cached and with the encoder run (no cache).
 
     .venv/bin/python benchmarks/segprompt_speed.py [--images 8] [--json benchmarks/results/segprompt_speed.json]
+    .venv/bin/python benchmarks/segprompt_speed.py --methods medfocusclip,medfocusclip_unguided \
+        --json benchmarks/results/medfocusclip_speed.json
 """
 
 from __future__ import annotations
@@ -22,16 +25,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from roiprompt.data import load_dataset, sample_per_class  # noqa: E402
+from roiprompt.engine.classify_bench import TASKS  # noqa: E402
 from roiprompt.engine.records import make_record, write_records  # noqa: E402
 from roiprompt.methods import load_method  # noqa: E402
 from roiprompt.methods.classification import features  # noqa: E402
 from roiprompt.models.backbones import load_backbone  # noqa: E402
 
-METHODS = ["segprompt", "vpt", "linear_probe", "linear_probe_masked"]
+METHODS = "segprompt,vpt,linear_probe,linear_probe_masked"
+TEXT_METHODS = ("medfocusclip", "medfocusclip_unguided")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default=METHODS)
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--cache-dir", default=str(ROOT / ".cache" / "embeddings"))
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "segprompt_speed.json"))
@@ -46,8 +52,9 @@ def main() -> int:
     images = [test[i] for i in range(args.images)]
     records = []
     print(f"{'method':22s}{'fit s':>8s}{'steps':>7s}{'ms/img cached':>15s}{'ms/img encoder':>16s}{'params':>9s}")
-    for name in METHODS:
-        method = load_method(name, backbone=backbone, cache_dir=args.cache_dir)
+    for name in args.methods.split(","):
+        text = {"class_prompts": TASKS["busbra_pathology"]["class_prompts"]} if name in TEXT_METHODS else {}
+        method = load_method(name, backbone=backbone, cache_dir=args.cache_dir, **text)
         method.fit(support)
         fit_s, steps = method.fit_seconds, len(method.losses)
         cached = []
@@ -55,7 +62,7 @@ def main() -> int:
             start = time.perf_counter()
             method.predict(s.image, mask=s.mask())
             cached.append(time.perf_counter() - start)
-        fresh = load_method(name, backbone=backbone)  # no disk cache
+        fresh = load_method(name, backbone=backbone, **text)  # no disk cache
         fresh.model, fresh.classes, fresh.feature_dim = method.model, method.classes, method.feature_dim
         uncached = []
         for s in images:

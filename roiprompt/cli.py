@@ -300,6 +300,48 @@ def _bench_classifier(args: argparse.Namespace, argv: Sequence[str], config: dic
     return 0
 
 
+# -- explain ------------------------------------------------------------------------------------------------
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Fit MedFocusCLIP on K images per class of a dataset's train split, then draw, for each target, the
+    attention of its visual pooling with and without the segmentation guidance."""
+    from .data import load_dataset, read_image, read_mask, sample_per_class, write_attention_png
+    from .engine.classify_bench import TASKS
+    from .methods import load_method
+    from .methods.classification.features import roi_mask
+
+    if (args.image is None) != (args.mask is None):
+        raise RoiPromptError("explain: give --image and --mask together (or neither, for test images of --dataset)")
+    label = args.label or ("pathology" if args.dataset == "busbra" else None)
+    task = next((t for t in TASKS.values() if t["dataset"] == args.dataset and t["label"] == label), {})
+    data = load_dataset(args.dataset, root=args.root, **({"label": label} if label else {}))
+    train = data.split("train")
+    config = {"weights": args.weights, "cache_dir": args.cache_dir, "views": args.views, "seed": args.seed,
+              "class_prompts": task.get("class_prompts"), "structures": task.get("structures")}
+    method = load_method("medfocusclip", backbone=args.backbone, **{k: v for k, v in config.items() if v is not None})
+    with _progress() as bar:
+        bar.add_task(f"medfocusclip: fitting {args.shots} per class", total=None)
+        method.fit([train[i] for i in sample_per_class(train, args.shots, args.seed)])
+    if args.image is not None:
+        image = read_image(args.image)
+        targets = [(_stem(Path(args.image)), image, read_mask(args.mask, image.shape[:2]), None)]
+    else:
+        test = data.split("test")
+        picked = [test[i] for i in range(min(args.n, len(test)))]
+        targets = [(s.id, s.image, roi_mask(dict(s.masks), method.config.structures, s.id), s.label) for s in picked]
+    out = Path(args.out)
+    for stem, image, mask, truth in targets:
+        pred = method.predict(image, mask=mask, source=stem)
+        maps = method.attention(image, mask=mask, resolution="image", source=stem)
+        p = pred.scores[pred.label]
+        panels = {"unguided": maps["unguided"], f"guided (p {pred.label} = {p:.2f})": maps["guided"]}
+        path = write_attention_png(out / f"{stem}_attention.png", image, panels, mask=maps["mask"])
+        inside = float(maps["guided"][mask].sum() / maps["guided"].sum()), float(
+            maps["unguided"][mask].sum() / maps["unguided"].sum())
+        _console().print(f"{stem}: {pred.label} ({p:.2f})" + (f", truth {truth}" if truth is not None else "")
+                         + f"; attention inside the ROI {inside[1]:.0%} -> {inside[0]:.0%}; {path}")
+    return 0
+
+
 def _parse_config(items: Sequence[str]) -> dict:
     """``["refine_rounds=3", "points=subregion"]`` -> ``{"refine_rounds": 3, "points": "subregion"}`` (JSON values,
     else strings)."""
@@ -436,6 +478,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="method config override, e.g. refine_rounds=3 (repeatable; recorded as the row's variant)")
 
+    p = sub.add_parser(
+        "explain", help="fit MedFocusCLIP few-shot and draw its attention with and without segmentation guidance",
+        description="Fit MedFocusCLIP on --shots images per class of the dataset's train split, then write "
+                    "<stem>_attention.png for each target: the pooling attention without guidance next to the "
+                    "guided one, with the ROI contour. Targets: --image/--mask, else the first --n test images.")
+    p.add_argument("--dataset", required=True, help="support set source: busbra, jsrt, ...")
+    p.add_argument("--label", help="label column (busbra: pathology or birads)")
+    p.add_argument("--shots", type=int, default=8, help="training images per class (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--views", type=int, default=1, help="augmented views per training image (default 1: fast)")
+    p.add_argument("--image", help="a target image (with --mask)")
+    p.add_argument("--mask", help="the target's ROI mask, the size of the image")
+    p.add_argument("--n", type=int, default=4, help="without --image: this many test images of the dataset")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--root", help="data root")
+    p.add_argument("--backbone", default="litemedsam", choices=list_backbones())
+    p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")
+    p.add_argument("--cache-dir", help="on-disk embedding cache directory")
+
     p = sub.add_parser("demo", help="run box_prompt on a few images of each dataset found, write overlays")
     p.add_argument("--root", help="data root")
     p.add_argument("--n", type=int, default=4, help="images per dataset")
@@ -456,6 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_oneshot(args)
         if args.command == "bench":
             return cmd_bench(args, argv)
+        if args.command == "explain":
+            return cmd_explain(args)
         if args.command == "demo":
             return cmd_demo(args)
     except RoiPromptError as err:

@@ -147,3 +147,19 @@ def test_bench_classifier_writes_records(tmp_path):
     assert all(set(REQUIRED_KEYS) <= set(r) and r["task"] == "classification" for r in records)
     assert {r["mask_source"] for r in records} == {"gt", "gt_dilated"}
     assert all(r["variant"] == "views=1,min_steps=2,epochs=1" for r in records)
+
+
+def test_explain_writes_attention_panels(tmp_path, capsys):
+    from PIL import Image
+
+    root = data_root("jsrt").parent
+    code = main(["explain", "--dataset", "jsrt", "--root", str(root), "--shots", "2", "--n", "2",
+                 "--backbone", "test-litemedsam", "--out", str(tmp_path / "x")])
+    assert code == 0
+    pngs = sorted((tmp_path / "x").glob("*_attention.png"))
+    assert len(pngs) == 2
+    with Image.open(pngs[0]) as im:
+        assert im.mode == "RGB" and im.width > 2 * im.height * 0.9  # two panels side by side
+    assert "attention inside the ROI" in capsys.readouterr().out
+    assert main(["explain", "--dataset", "jsrt", "--root", str(root), "--image", str(pngs[0]),
+                 "--out", str(tmp_path / "y")]) == 2  # --image without --mask

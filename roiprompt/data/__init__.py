@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from .datasets import Dataset, default_root, find_datasets, list_datasets, load_dataset
 from .io import IMAGE_EXTENSIONS, read_image, read_mask, write_mask_png
-from .overlay import write_overlay_png
+from .overlay import write_attention_png, write_overlay_png
 from .sampling import sample_per_class, sample_references
 from .validate import check_image, check_mask
 
 __all__ = [
     "Dataset", "IMAGE_EXTENSIONS", "check_image", "check_mask", "default_root", "find_datasets", "list_datasets",
     "load_dataset", "read_image", "read_mask", "sample_per_class", "sample_references", "write_mask_png",
+    "write_attention_png",
     "write_overlay_png",
 ]

@@ -14,7 +14,7 @@ from scipy import ndimage
 from ..errors import InputError
 from .validate import check_image, check_mask
 
-__all__ = ["STRUCTURE_COLOURS", "write_overlay_png"]
+__all__ = ["STRUCTURE_COLOURS", "write_attention_png", "write_overlay_png"]
 
 # tab10 without grey: distinct on grey medical images and readable by most colour-blind viewers
 STRUCTURE_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -111,4 +111,59 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, mask_or_masks:
             y = bottom + 3
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, format="PNG")
+    return path
+
+
+def _heat(values: np.ndarray) -> np.ndarray:
+    """[0, 1] -> RGB on a black-red-yellow-white ramp (monotone in lightness, so it also reads in greyscale)."""
+    v = np.clip(values, 0, 1)[..., None]
+    return np.concatenate([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], -1) * 255
+
+
+def write_attention_png(path: str | os.PathLike, image: np.ndarray, maps: Mapping[str, np.ndarray],
+                        mask: np.ndarray | None = None, alpha: float = 0.55) -> Path:
+    """Side-by-side panels, one per attention map, each a heat map over the image with the ROI contour.
+
+    All panels share one colour scale (the largest value of any map), so "more attention inside the ROI" is
+    visible across panels.
+
+    Args:
+        path: output PNG; parent folders are created.
+        image: HxW or HxWx3 uint8.
+        maps: {title: HxW non-negative map at the image's resolution}, e.g. {"unguided": a, "guided": b}.
+        mask: HxW bool ROI drawn as a cyan contour on every panel.
+        alpha: opacity of the heat map.
+
+    Raises:
+        InputError: bad image, a map or mask of another size, no maps.
+    """
+    path = Path(path)
+    img = check_image(image, "attention image")
+    height, width = img.shape[:2]
+    if not maps:
+        raise InputError("attention overlay: no maps to draw")
+    for title, m in maps.items():
+        if np.shape(m) != (height, width):
+            raise InputError(f"attention overlay: map {title!r} has shape {np.shape(m)}; expected {(height, width)}")
+    edge = None
+    if mask is not None:
+        roi = check_mask(mask, (height, width), "attention overlay mask", allow_empty=True)
+        edge = roi & ~ndimage.binary_erosion(roi, iterations=max(1, round(max(height, width) / 300)))
+    rgb = (np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img).astype(np.float32)
+    top = max(float(np.max(m)) for m in maps.values()) or 1.0
+    panels = []
+    for title, m in maps.items():
+        panel = (1 - alpha) * rgb + alpha * _heat(np.asarray(m, np.float32) / top)
+        if edge is not None:
+            panel[edge] = (0, 255, 255)
+        canvas = Image.fromarray(np.clip(np.round(panel), 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(canvas)
+        left, top_y, right, bottom = draw.textbbox((4, 2), title)
+        draw.rectangle([left - 2, top_y - 1, right + 2, bottom + 1], fill=(0, 0, 0))
+        draw.text((4, 2), title, fill=(255, 255, 255))
+        panels.append(np.asarray(canvas))
+    gap = np.full((height, 4, 3), 255, np.uint8)
+    row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(row).save(path, format="PNG")
     return path

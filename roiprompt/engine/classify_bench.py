@@ -34,6 +34,25 @@ from ..models.backbones.base import Backbone, load_backbone
 from ..types import Sample
 from .records import make_record
 
+# The classification tasks of methods.md §6.1, with class prompts for the methods that read text (MedFocusCLIP).
+TASKS: dict[str, dict[str, Any]] = {
+    "busbra_pathology": dict(dataset="busbra", label="pathology", structures=None, class_prompts={
+        "benign": ["an ultrasound image of a benign breast lesion",
+                   "a breast ultrasound showing a benign, well-circumscribed mass",
+                   "a benign breast tumour on ultrasound"],
+        "malignant": ["an ultrasound image of a malignant breast lesion",
+                      "a breast ultrasound showing a malignant, irregular mass",
+                      "a malignant breast tumour on ultrasound"]}),
+    "busbra_birads": dict(dataset="busbra", label="birads", structures=None, class_prompts={
+        "2": ["an ultrasound image of a BI-RADS 2 breast lesion", "a benign breast finding on ultrasound"],
+        "3": ["an ultrasound image of a BI-RADS 3 breast lesion", "a probably benign breast lesion on ultrasound"],
+        "4": ["an ultrasound image of a BI-RADS 4 breast lesion", "a suspicious breast lesion on ultrasound"],
+        "5": ["an ultrasound image of a BI-RADS 5 breast lesion",
+              "a breast lesion highly suggestive of malignancy on ultrasound"]}),
+    "jsrt_nodule": dict(dataset="jsrt", label=None, structures=("left_lung", "right_lung"), class_prompts={
+        "nodule": ["a chest x-ray with a lung nodule", "a chest radiograph showing a pulmonary nodule"],
+        "normal": ["a normal chest x-ray", "a chest radiograph with clear lungs and no nodule"]}),
+}
 MASK_SOURCES = ("gt", "gt_eroded", "gt_dilated", "box_prompt", "med_persam")
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 
@@ -176,3 +195,17 @@ def run_classification_bench(
                                "confusion": confusion[source] if score == "accuracy" else None}))
     return records
 
+
+
+def format_table(records: Sequence[dict[str, Any]]) -> str:
+    """A text table of balanced accuracy (± CI half-width) and AUROC per method x K x mask source."""
+    lines = [f"{'method':<24}{'K':>5} {'masks':<12}{'bal.acc':>16}{'AUROC':>8}{'fit s':>8}{'params':>10}"]
+    for r in records:
+        if r["metric"] != "balanced_accuracy":
+            continue
+        auc = next(x["mean"] for x in records if x["metric"] == "auroc" and x["method"] == r["method"]
+                   and x["setting"]["shots"] == r["setting"]["shots"] and x["mask_source"] == r["mask_source"])
+        lines.append(f"{r['method']:<24}{r['setting']['shots']:>5} {r['mask_source']:<12}"
+                     f"{r['mean']:>7.3f} ±{(r['ci95'][1] - r['ci95'][0]) / 2:>6.3f}{auc:>8.3f}"
+                     f"{r['fit_seconds']:>8.1f}{r['trainable_params']:>10}")
+    return "\n".join(lines)

@@ -102,8 +102,11 @@ def train_classifier(model: nn.Module, inputs: dict[str, torch.Tensor], labels: 
     losses = []
     for _ in range(total):
         idx = torch.multinomial(weights, min(config.batch_size, len(labels)), replacement=True, generator=gen)
-        logits = model(**{k: v[idx] for k, v in inputs.items()})
-        loss = F.cross_entropy(logits, labels[idx], label_smoothing=config.label_smoothing)
+        batch = {k: v[idx] for k, v in inputs.items()}
+        if hasattr(model, "loss"):  # a model with its own objective (e.g. MedFocusCLIP's two heads)
+            loss = model.loss(labels[idx], **batch)
+        else:
+            loss = F.cross_entropy(model(**batch), labels[idx], label_smoothing=config.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -238,12 +241,13 @@ class ClassifierMethod(Method):
         inputs = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         y = torch.tensor([classes.index(label) for label in labels]).repeat_interleave(len(views))
         self.feature_dim = self._feature_dim(inputs)
+        self.classes, self.model = classes, None  # _build may read the class names (e.g. for text prompts)
         with torch.random.fork_rng():
             torch.manual_seed(self.config.seed)
             model = self._build(len(classes), self.feature_dim)
         self._prepare(model, inputs)
         self.losses = train_classifier(model, inputs, y, self.config, n_images=len(support))
-        self.model, self.classes = model, classes
+        self.model = model
         self.fit_seconds = time.perf_counter() - start
         return self
 

@@ -16,6 +16,7 @@ import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -117,6 +118,25 @@ def mask_to_input(backbone: Backbone, mask: np.ndarray) -> torch.Tensor:
     return (m[..., top:top + s, left:left + s] > 0.5).float().contiguous()
 
 
+def grid_to_image(backbone: Backbone, grid_map: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """A (g, g) map on the input frame's token grid -> (H, W) at the original resolution (the inverse of
+    :func:`mask_to_input`: padding cropped away, or the centre crop placed back with zeros outside it)."""
+    s = backbone.input_size
+    h, w = image_hw
+    up = F.interpolate(torch.as_tensor(grid_map, dtype=torch.float32)[None, None], size=(s, s), mode="bilinear",
+                       align_corners=False)
+    if getattr(backbone, "resize", "pad") == "pad":
+        rh, rw = content_hw(backbone, image_hw)
+        frame = up[..., :rh, :rw]
+    else:
+        scale = s / min(h, w)
+        rh, rw = max(s, round(h * scale)), max(s, round(w * scale))
+        top, left = (rh - s) // 2, (rw - s) // 2
+        frame = torch.zeros(1, 1, rh, rw)
+        frame[..., top:top + s, left:left + s] = up
+    return F.interpolate(frame, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
 def content_hw(backbone: Backbone, image_hw: tuple[int, int]) -> tuple[int, int]:
     """(h, w) of the image content inside the input frame (the rest is zero padding)."""
     if getattr(backbone, "resize", "pad") == "pad":
@@ -212,20 +232,42 @@ class ViewEncoder:
 
     def tokens(self, image: np.ndarray, views: int | list[int] = 1, key: str | None = None) -> torch.Tensor:
         """Pooled tokens (V, C, g, g) of the given views (an int n means views 0..n-1); encodes only misses."""
+        def encode(pixels: torch.Tensor) -> torch.Tensor:
+            return self._pool(self.backbone.encode_image(pixels).features)
+
+        def from_full(image: np.ndarray) -> torch.Tensor | None:  # a full embedding cached by a segmentation method
+            full = self.cache.load(image, self.backbone, "orig")
+            return None if full is None else self._pool(full.features)[0]
+
+        return self.cached_views(image, views, key, self._tag, encode, from_full)
+
+    def hidden(self, image: np.ndarray, views: int | list[int], stop: int, key: str | None = None) -> torch.Tensor:
+        """(V, T, D) hidden tokens of a ViT backbone entering block ``stop`` (CLIP: ``hidden_states``), cached,
+        so a method that re-runs only the last blocks (MedFocusCLIP's guided CLS) never re-runs the first ones."""
+        if not hasattr(self.backbone, "hidden_states"):
+            raise InputError(f"backbone {self.backbone.name!r} has no ViT hidden states to resume from")
+        return self.cached_views(image, views, key, lambda v: f"hidden{stop}" + self._tag(v)[len(f"tokens{self.grid}"):],
+                                 lambda pixels: self.backbone.hidden_states(pixels, stop))
+
+    def cached_views(self, image: np.ndarray, views: int | list[int], key: str | None,
+                     tag: Callable[[int], str], compute: Callable[[torch.Tensor], torch.Tensor],
+                     view0_fallback: Callable[[np.ndarray], torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Per-view frozen features stacked on dim 0, each looked up in the process memo, then the disk cache
+        under ``tag(view)`` (view 0 may also come from ``view0_fallback``), and computed in one batch by
+        ``compute(pixels)`` only when missing everywhere."""
         key = key or image_key(image)
         wanted = list(range(views)) if isinstance(views, int) else list(views)
-        memo_keys = [f"{key}|{self.backbone.name}|{self.backbone.weights_sha256}|{self._tag(v)}" for v in wanted]
+        memo_keys = [f"{key}|{self.backbone.name}|{self.backbone.weights_sha256}|{tag(v)}" for v in wanted]
         found: dict[int, torch.Tensor] = {}
         for v, mk in zip(wanted, memo_keys):
             hit = _MEMO.get(mk)
             if hit is None and self.cache is not None:
-                emb = self.cache.load(image, self.backbone, self._tag(v))
-                if emb is None and v == 0:  # a full embedding cached by a segmentation method
-                    full = self.cache.load(image, self.backbone, "orig")
-                    emb = None if full is None else ImageEmbedding(self._pool(full.features))
-                    if emb is not None:
-                        self.cache.store(image, self.backbone, emb, self._tag(v))
+                emb = self.cache.load(image, self.backbone, tag(v))
                 hit = None if emb is None else emb.features[0]
+                if hit is None and v == 0 and view0_fallback is not None:
+                    hit = view0_fallback(image)
+                    if hit is not None:
+                        self.cache.store(image, self.backbone, ImageEmbedding(hit[None]), tag(v))
             if hit is not None:
                 found[v] = hit
                 _MEMO.put(mk, hit)
@@ -233,14 +275,13 @@ class ViewEncoder:
         if missing:
             pixels = torch.cat([self.pixels(image, None, v, key)[0] for v in missing])
             with torch.no_grad():
-                features = self.backbone.encode_image(pixels).features
+                computed = compute(pixels)
             self.encoder_calls += len(missing)
-            pooled = self._pool(features)
             for i, v in enumerate(missing):
-                found[v] = pooled[i].contiguous()
+                found[v] = computed[i].contiguous()
                 _MEMO.put(memo_keys[wanted.index(v)], found[v])
                 if self.cache is not None:
-                    self.cache.store(image, self.backbone, ImageEmbedding(found[v][None]), self._tag(v))
+                    self.cache.store(image, self.backbone, ImageEmbedding(found[v][None]), tag(v))
         return torch.stack([found[v] for v in wanted])
 
 

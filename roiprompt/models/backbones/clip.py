@@ -109,12 +109,33 @@ class ClipBackbone(Backbone):
             extra["image_embeds"]: (B, P) projected CLS (unnormalised; what ``get_image_features`` returns).
         """
         check_pixels(pixels, self.input_size, self.name)
+        return self.finish(self.hidden_states(pixels, 0), 0, attention_bias)
+
+    def hidden_states(self, pixels: torch.Tensor, stop: int) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, T, D) tokens entering block ``stop`` (negative counts from the end), unbiased.
+
+        With :meth:`finish` this splits :meth:`encode_image`, so a method can cache the first blocks and re-run
+        only the last ones (MedFocusCLIP learns the bias of the last 4).
+        """
+        check_pixels(pixels, self.input_size, self.name)
         layers = self.vision.encoder.layers
+        stop = stop + len(layers) if stop < 0 else stop
+        tokens = self.vision.pre_layrnorm(self.vision.embeddings(pixels.to(self.pixel_mean.device)))
+        for layer in layers[:stop]:
+            tokens = layer(tokens, None)
+        return tokens
+
+    def finish(self, hidden: torch.Tensor, start: int,
+               attention_bias: Mapping[int, torch.Tensor] | None = None) -> ImageEmbedding:
+        """Run blocks ``start..`` on ``hidden`` from :meth:`hidden_states` and read out as :meth:`encode_image`."""
+        layers = self.vision.encoder.layers
+        start = start + len(layers) if start < 0 else start
         bias = _resolve_layers(attention_bias, len(layers), 1 + self.grid**2)
-        device = self.pixel_mean.device
-        tokens = self.vision.pre_layrnorm(self.vision.embeddings(pixels.to(device)))  # (B, T, D)
-        for i, layer in enumerate(layers):
-            tokens = layer(tokens, None if i not in bias else bias[i].to(tokens))
+        if early := [i for i in bias if i < start]:
+            raise InputError(f"attention_bias on blocks {early}, but the hidden states already passed them")
+        tokens = hidden
+        for i in range(start, len(layers)):
+            tokens = layers[i](tokens, None if i not in bias else bias[i].to(tokens))
         tokens = self.vision.post_layernorm(tokens)  # (B, T, D)
         cls, patches = tokens[:, 0], tokens[:, 1:]
         b, _, d = patches.shape
