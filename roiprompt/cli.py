@@ -256,6 +256,8 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config.update(variant)
     if method_class(args.method).task == "classification":
         return _bench_classifier(args, argv, config, variant)
+    if args.method.startswith("concept_text"):
+        return _bench_concept(args, argv, config, variant)
     oneshot = issubclass(method_class(args.method), OneShotMethod)
     if args.seeds != 1 and not oneshot:
         _console().print(f"note: {args.method} is deterministic given ground-truth prompts; --seeds has no effect")
@@ -339,6 +341,34 @@ def cmd_explain(args: argparse.Namespace) -> int:
             maps["unguided"][mask].sum() / maps["unguided"].sum())
         _console().print(f"{stem}: {pred.label} ({p:.2f})" + (f", truth {truth}" if truth is not None else "")
                          + f"; attention inside the ROI {inside[1]:.0%} -> {inside[0]:.0%}; {path}")
+    return 0
+
+
+def _bench_concept(args: argparse.Namespace, argv: Sequence[str], config: dict, variant: dict) -> int:
+    """``bench`` for a supervised conceptual-text segmenter: fit on label budgets of the train split, score test."""
+    from .engine.concept_bench import SEG_TASKS, run_concept_bench
+    from .engine.records import write_records
+
+    structure = (args.structure or [None])[0]
+    tasks = [name for name, t in SEG_TASKS.items() if t["dataset"] == args.dataset
+             and (structure is None or t["structure"] == structure)]
+    if len(tasks) != 1:
+        raise RoiPromptError(f"{args.method}: choose one task with --dataset/--structure: "
+                             + ", ".join(f"{t['dataset']}/{t['structure']}" for t in SEG_TASKS.values()))
+    if args.method == "concept_text_teacher":
+        raise RoiPromptError("concept_text_teacher is scored by `bench concept_text` (one fit gives both)")
+    cache_dir = config.pop("cache_dir", None)
+    records = run_concept_bench([args.method], tasks[0], [float(f) for f in args.fractions.split(",")],
+                                seeds=args.seeds, root=args.root, backbone=args.backbone, cache_dir=cache_dir,
+                                config=config, limit=args.limit, command="roiprompt " + shlex.join(argv),
+                                log=_console().print)
+    if variant:
+        label = ",".join(f"{k}={v}" for k, v in variant.items())
+        records = [{**r, "variant": label} for r in records]
+    _print_records(records)
+    if args.json:
+        path = write_records(args.json, records)
+        _console().print(f"wrote {len(records)} records to {path}")
     return 0
 
 
@@ -475,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", default="8,16,32,64,all", help="classifiers: images per class, comma-separated")
     p.add_argument("--masks", default="gt", help="classifiers: test-time mask sources (gt, gt_eroded, gt_dilated, "
                                                  "box_prompt, med_persam)")
+    p.add_argument("--fractions", default="1.0", help="concept_text*: label budgets, fractions of the train split")
     p.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="method config override, e.g. refine_rounds=3 (repeatable; recorded as the row's variant)")
 

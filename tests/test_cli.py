@@ -163,3 +163,18 @@ def test_explain_writes_attention_panels(tmp_path, capsys):
     assert "attention inside the ROI" in capsys.readouterr().out
     assert main(["explain", "--dataset", "jsrt", "--root", str(root), "--image", str(pngs[0]),
                  "--out", str(tmp_path / "y")]) == 2  # --image without --mask
+
+
+def test_bench_concept_text_writes_student_and_teacher_records(tmp_path):
+    root = data_root("jsrt").parent
+    out = tmp_path / "r.json"
+    code = main(["bench", "concept_text", "--dataset", "jsrt", "--structure", "heart", "--root", str(root),
+                 "--backbone", "test-litemedsam", "--fractions", "0.05", "--limit", "3", "--config", "max_steps=2",
+                 "--config", "batch_size=2", "--json", str(out)])
+    assert code == 0
+    records = json.loads(out.read_text())
+    assert {r["method"] for r in records} == {"concept_text", "concept_text_teacher"}
+    assert {r["metric"] for r in records} == {"dice", "iou", "hd95"}
+    r = records[0]
+    assert r["setting"]["label_fraction"] == 0.05 and r["test_images"] == 3 and r["structure"] == "heart"
+    assert set(REQUIRED_KEYS) <= set(r) and r["trainable_params"] > 0

@@ -77,6 +77,18 @@ def test_slot_errors(minilm):
         minilm.text_with_slots("a <slot> lesion", torch.zeros(384), placeholder="<slot>")
     with pytest.raises(InputError, match="non-empty list"):
         minilm.encode_text("a single string")
+    with pytest.raises(InputError, match="same number"):
+        minilm.text_with_slots(["[unused0] a", "[unused0] [unused0]"], torch.zeros(2, 384))
+    with pytest.raises(InputError, match="one per row"):
+        minilm.text_with_slots(["[unused0] a", "[unused0] b"], torch.zeros(3, 384))
+
+
+def test_batched_slot_texts_match_one_at_a_time(minilm):
+    texts = ["Segmentation area of [unused0]. one small round polyp.", "[unused0] a much longer sentence here"]
+    slots = torch.randn(2, 384)
+    together = minilm.text_with_slots(texts, slots)  # padded to the longer text
+    alone = torch.cat([minilm.text_with_slots(t, s[None]) for t, s in zip(texts, slots)])
+    assert torch.allclose(together, alone, atol=1e-5)
 
 
 def test_user_folder_and_bad_folder(tmp_path):

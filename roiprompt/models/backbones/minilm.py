@@ -72,12 +72,14 @@ class MiniLMBackbone(Backbone):
         pooled = mean_pool(hidden, tok["attention_mask"])  # (B, 384)
         return F.normalize(pooled, dim=-1) if normalize else pooled
 
-    def text_with_slots(self, text: str, slot_vectors: torch.Tensor, placeholder: str = PLACEHOLDER,
+    def text_with_slots(self, text: str | Sequence[str], slot_vectors: torch.Tensor, placeholder: str = PLACEHOLDER,
                         normalize: bool = False) -> torch.Tensor:
         """Embed ``text`` with each ``placeholder`` replaced by a given 384-d input embedding.
 
         Args:
-            text: a sentence containing ``placeholder`` n >= 1 times, e.g. "a photo of a [unused0] lesion".
+            text: a sentence containing ``placeholder`` n >= 1 times, e.g. "a photo of a [unused0] lesion", shared
+                by every row of ``slot_vectors``; or a list of B such sentences (each with n placeholders), one
+                per row.
             slot_vectors: (B, n, 384), or (B, 384) when n == 1, or (384,) for one slot and one sentence. They
                 replace the word embedding at those positions (position and segment embeddings are added on top,
                 as for any word-piece), so gradients flow to them.
@@ -90,9 +92,14 @@ class MiniLMBackbone(Backbone):
         if placeholder not in self.tokenizer.get_vocab():
             raise InputError(f"placeholder {placeholder!r} is not a word-piece of this vocabulary; use e.g. "
                              f"{PLACEHOLDER!r}")
-        n = text.count(placeholder)
-        if n == 0:
-            raise InputError(f"text {text!r} has no placeholder {placeholder!r}")
+        texts = [text] if isinstance(text, str) else list(text)
+        counts = {t.count(placeholder) for t in texts}
+        if not texts or 0 in counts:
+            raise InputError(f"text {texts[:3]!r} has no placeholder {placeholder!r}")
+        if len(counts) > 1:
+            raise InputError(f"every text needs the same number of placeholders {placeholder!r}; got "
+                             f"{sorted(counts)}")
+        n = counts.pop()
         slots = torch.as_tensor(slot_vectors)
         if slots.ndim == 1 or (slots.ndim == 2 and n == 1):
             slots = slots.reshape(-1, 1, slots.shape[-1])
@@ -100,16 +107,20 @@ class MiniLMBackbone(Backbone):
             raise InputError(f"slot_vectors have shape {tuple(torch.as_tensor(slot_vectors).shape)}; expected "
                              f"(B, {n}, {self.dim}) for {n} placeholder(s)"
                              + (f" or (B, {self.dim})" if n == 1 else ""))
-        ids = self._ids_with_placeholders(text, placeholder)  # (T,)
-        if len(ids) > self.max_length:
-            raise InputError(f"text is {len(ids)} word-pieces long; at most {self.max_length} fit")
         b = slots.shape[0]
-        ids = torch.tensor(ids, device=self.device)[None].expand(b, -1)  # (B, T)
+        if len(texts) not in (1, b):
+            raise InputError(f"{len(texts)} texts for {b} rows of slot vectors; give one text or one per row")
+        rows = [self._ids_with_placeholders(t, placeholder) for t in texts]
+        if (longest := max(len(r) for r in rows)) > self.max_length:
+            raise InputError(f"text is {longest} word-pieces long; at most {self.max_length} fit")
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([r + [pad] * (longest - len(r)) for r in rows], device=self.device)  # (1 or B, T)
+        mask = torch.tensor([[1] * len(r) + [0] * (longest - len(r)) for r in rows], device=self.device)
+        ids, mask = ids.expand(b, -1), mask.expand(b, -1)
         slot_pos = ids == self.tokenizer.convert_tokens_to_ids(placeholder)  # (B, T), n per row
         words = self.model.embeddings.word_embeddings(ids)  # (B, T, 384)
         filled = torch.zeros_like(words).masked_scatter(slot_pos[..., None], slots.to(words))  # slots in order
         embeds = torch.where(slot_pos[..., None], filled, words)  # (B, T, 384)
-        mask = torch.ones_like(ids)
         hidden = self.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         pooled = mean_pool(hidden, mask)  # (B, 384)
         return F.normalize(pooled, dim=-1) if normalize else pooled

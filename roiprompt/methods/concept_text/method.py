@@ -1,0 +1,355 @@
+"""Conceptual text prompts (methods.md §4, CoTexNet on LiteMedSAM): text-free segmentation whose decoder learned
+from attribute sentences of the training ROIs, and its baselines.
+
+Registered names (one code path, one training recipe):
+
+* ``concept_text``: the distilled student. Training conditions the decoder on the teacher's text (attribute
+  sentence + pseudo-text token of the ROI) mixed with the student's prediction ``ŷ`` (self-adding noise) and
+  distils the text into ``ŷ``; inference reads the image only (``c = a ŷ + b``), no text encoder is loaded.
+* ``concept_text_teacher``: the same fitted model at test time with the real (oracle) attribute text of the test
+  ROI: an upper bound that needs the test mask. ``ConceptText.as_teacher()`` shares the student's weights.
+* ``concept_text_class_name``: the decoder conditioned on one fixed class-name sentence ("a polyp"), no KD.
+* ``concept_text_no_text``: the decoder conditioned on a learned constant (no text at all).
+
+Frozen: the LiteMedSAM image encoder (embeddings cached once per image) and the text encoder (MiniLM, or a CLIP
+text tower from a local folder through the same ``text_with_slots`` interface when it has one). Trained: a copy
+of the mask decoder (~4 M), the FiLM/token projections, ``g_roi``, ``g_pred`` and the conditioning scalars.
+
+Our CPU choices (methods.md §4.3 "CPU recipe" and §4.4): no augmented views (one cached embedding per image);
+the "class token" of an image is the mean of its 256x64x64 embedding; the ROI feature that feeds ``g_roi`` is the
+mask-weighted mean of the same embedding (``roi_feature="masked_pool"``, no extra encoder pass) unless
+``roi_feature="roi_image"`` asks for the paper's separate encoding of the background-zeroed ROI image; training
+runs a fixed number of steps (``max_steps``) instead of 500 epochs with early stopping.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...data.validate import check_image, check_mask
+from ...engine.cache import EmbeddingCache
+from ...errors import InputError
+from ...models.backbones.base import Backbone, ImageEmbedding, load_backbone
+from ...prompts.transforms import Frame
+from ...types import Prediction, Sample
+from ..base import Method, register_method, resolve_config
+from ..classification.base import cosine_with_warmup
+from .attributes import AttributeSource, MeasuredAttributes, roi_image
+from .model import (ConditionedDecoder, Conditioning, EmbeddingPredictor, PseudoText, dice_ce_loss,
+                    distillation_loss)
+
+PLACEHOLDER = "[unused0]"
+
+
+@dataclass(frozen=True)
+class ConceptTextConfig:
+    """Settings of the conceptual-text segmenters (methods.md §4; defaults are the CPU recipe).
+
+    Attributes:
+        structure: the mask of each sample to segment (None: the sample's only mask).
+        keyword: the sentence's object word, e.g. "polyp area" (None: "<structure> area").
+        class_prompt: ``concept_text_class_name``'s fixed sentence (None: "a <structure>").
+        template: prepended to each attribute sentence; its placeholder takes the pseudo-text token.
+        extended_attributes: add margin, contrast and texture to the sentence (the ablation of §4.5).
+        roi_feature: "masked_pool" (mask-weighted mean of the image embedding) or "roi_image" (encode the
+            background-zeroed ROI image, the paper's; one extra encoder pass per training image).
+        train_decoder: train the mask decoder copy (default) or freeze it (ablation).
+        epochs, max_steps, batch_size, lr, weight_decay, warmup_steps: AdamW + cosine; steps =
+            min(epochs x images / batch, max_steps).
+        kd_weight, kd_temperature: weight and temperature of the distillation KL.
+        text_encoder: "minilm" (offline default) or a backbone name with ``text_with_slots``.
+        seed: initialisation and batch order.
+        weights: local LiteMedSAM checkpoint (None: the offline default).
+        cache_dir: on-disk cache of image embeddings.
+    """
+
+    structure: str | None = None
+    keyword: str | None = None
+    class_prompt: str | None = None
+    template: str = f"Segmentation area of {PLACEHOLDER}. "
+    extended_attributes: bool = False
+    roi_feature: str = "masked_pool"
+    train_decoder: bool = True
+    epochs: int = 50
+    max_steps: int = 300
+    batch_size: int = 8
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 10
+    kd_weight: float = 10.0
+    kd_temperature: float = 0.1
+    text_encoder: str = "minilm"
+    seed: int = 0
+    weights: str | None = None
+    cache_dir: str | None = None
+
+
+class _Segmenter(nn.Module):
+    """Every trainable part; which are used depends on the method's ``conditioning`` mode."""
+
+    def __init__(self, sam_model: nn.Module, dim: int, text_dim: int, train_decoder: bool) -> None:
+        super().__init__()
+        self.pseudo = PseudoText(dim, text_dim)
+        self.predictor = EmbeddingPredictor(dim, text_dim)
+        self.cond = Conditioning()
+        self.constant = nn.Parameter(torch.full((text_dim,), 0.5))  # the no-text baseline's learned "text"
+        self.decoder = ConditionedDecoder(sam_model, text_dim, train_decoder)
+
+
+class ConceptText(Method):
+    """Text-free segmentation distilled from ROI attribute text (see the module docstring).
+
+    Example:
+        >>> seg = roiprompt.load_method("concept_text", structure="polyp", keyword="polyp area")
+        >>> seg.fit(train_samples)                 # Samples with masks; text is measured from them
+        >>> seg.predict(image).mask                # image only
+        >>> seg.as_teacher().predict(image, mask=truth)   # oracle text of the true ROI (upper bound)
+    """
+
+    task = "segmentation"
+    conditioning: ClassVar[str] = "student"  # "student" | "teacher" | "class_name" | "no_text"
+
+    def __init__(self, backbone: str | Backbone = "litemedsam", attribute_source: AttributeSource | None = None,
+                 **config: Any) -> None:
+        self.config = resolve_config(ConceptTextConfig, self.name, config)
+        # where the training sentences come from: measured (offline default) or a user's multimodal model
+        self.attribute_source = attribute_source or MeasuredAttributes(extended=self.config.extended_attributes)
+        if self.config.roi_feature not in ("masked_pool", "roi_image"):
+            raise InputError(f"roi_feature={self.config.roi_feature!r}; expected 'masked_pool' or 'roi_image'")
+        if isinstance(backbone, str):
+            backbone = load_backbone(backbone, weights=self.config.weights)
+        if not (backbone.has_image_encoder and backbone.has_decoder and hasattr(backbone.model, "mask_decoder")):
+            raise InputError(f"{self.name} needs a SAM-family backbone with a mask decoder; got {backbone.name!r}")
+        self.backbone = backbone
+        self.cache = EmbeddingCache(self.config.cache_dir) if self.config.cache_dir else None
+        self.model: _Segmenter | None = None
+        self.structure: str | None = None
+        self.losses: list[dict[str, float]] = []
+        self.fit_seconds = float("nan")
+        self._text: Backbone | None = None  # loaded by fit (and by the teacher's predict), never by the student
+
+    # -- features ----------------------------------------------------------------------------------------------
+    def embed(self, image: np.ndarray, source: str = "image") -> torch.Tensor:
+        """(1, 256, 64, 64) frozen image embedding, from the cache when present."""
+        image = check_image(image, source)
+        if self.cache is not None and (hit := self.cache.load(image, self.backbone)) is not None:
+            return hit.features
+        with torch.no_grad():
+            emb = self.backbone.encode_image(self.backbone.preprocess(image))
+        if self.cache is not None:
+            self.cache.store(image, self.backbone, emb)
+        return emb.features
+
+    def _roi_feature(self, image: np.ndarray, mask: np.ndarray, embedding: torch.Tensor) -> torch.Tensor:
+        """(256,) feature of the ROI for ``g_roi``."""
+        if self.config.roi_feature == "roi_image":
+            return self.embed(roi_image(image, mask)).mean((2, 3))[0]
+        frame = Frame(image.shape[:2], self.backbone.input_size)
+        w = frame.mask_to_model(mask, embedding.shape[-1])[0, 0]  # (64, 64)
+        return (embedding[0] * w).sum((1, 2)) / w.sum().clamp_min(1e-6)
+
+    def _text_encoder(self) -> Backbone:
+        if self._text is None:
+            self._text = load_backbone(self.config.text_encoder)
+            if not hasattr(self._text, "text_with_slots"):
+                raise InputError(f"text encoder {self.config.text_encoder!r} has no text_with_slots")
+            self._text.lock()
+        return self._text
+
+    def sentence(self, image: np.ndarray, mask: np.ndarray) -> str:
+        """The attribute sentence of one ROI (measured offline; methods.md §4.1)."""
+        keyword = self.config.keyword or f"{(self.structure or 'object').replace('_', ' ')} area"
+        return self.attribute_source.describe(image, mask, keyword)
+
+    def _mask_of(self, sample: Sample) -> np.ndarray:
+        names = list(sample.masks)
+        structure = self.config.structure or (names[0] if len(names) == 1 else None)
+        if structure is None or structure not in sample.masks:
+            raise InputError(f"{self.name}: sample {sample.id!r} has masks {names}; set structure= to one of them")
+        self.structure = structure
+        return check_mask(sample.masks[structure], sample.hw, f"sample {sample.id!r} ({structure})")
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def fit(self, support: Sequence[Sample]) -> "ConceptText":
+        """Train on labelled masks (the structure named in the config): the student, teacher and KD together.
+
+        Raises:
+            InputError: no samples, a sample without that structure, an empty or wrong-size mask, a bad image.
+        """
+        support = list(support)
+        if not support:
+            raise InputError(f"{self.name}: fit needs training samples with masks; got none")
+        start = time.perf_counter()
+        c = self.config
+        mode = "student" if self.conditioning == "teacher" else self.conditioning  # the teacher trains as one
+        embeds, globals_, rois, targets, valids, texts = [], [], [], [], [], []
+        for s in support:
+            mask = self._mask_of(s)
+            emb = self.embed(s.image, f"sample {s.id!r}")
+            frame = Frame(s.hw, self.backbone.input_size)
+            embeds.append(emb[0].half())  # half precision in RAM: 2 MB per image
+            globals_.append(emb[0].mean((1, 2)))
+            targets.append((frame.mask_to_model(mask) > 0.5).float()[0])
+            valid = torch.zeros(1, self.backbone.input_size, self.backbone.input_size)
+            valid[:, : frame.resized_hw[0], : frame.resized_hw[1]] = 1
+            valids.append(valid)
+            if mode == "student":
+                rois.append(self._roi_feature(s.image, mask, emb))
+                texts.append(c.template + self.sentence(s.image, mask))
+        torch.manual_seed(c.seed)
+        text_dim = 384 if mode == "no_text" else self._text_encoder().dim
+        model = _Segmenter(self.backbone.model, embeds[0].shape[0], text_dim, c.train_decoder)
+        fixed = None
+        if mode == "class_name":
+            prompt = c.class_prompt or f"a {(self.structure or 'object').replace('_', ' ')}"
+            with torch.no_grad():
+                fixed = self._text_encoder().encode_text([prompt], normalize=False)  # (1, Dt), un-normalised
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        total = min(c.max_steps, max(1, c.epochs * len(support) // c.batch_size))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: cosine_with_warmup(i, total, c.warmup_steps))
+        gen = torch.Generator().manual_seed(c.seed)
+        g_all, t_all, v_all = torch.stack(globals_), torch.stack(targets), torch.stack(valids)
+        r_all = torch.stack(rois) if rois else None
+        model.train()
+        self.losses = []
+        for _ in range(total):
+            idx = torch.randint(len(support), (min(c.batch_size, len(support)),), generator=gen)
+            emb = torch.stack([embeds[i] for i in idx]).float()
+            y_hat = model.predictor(g_all[idx]) if mode == "student" else None
+            kd = torch.zeros(())
+            if mode == "student":
+                slots = model.pseudo(r_all[idx])
+                text = self._text_encoder().text_with_slots([texts[i] for i in idx], slots)  # (B, Dt)
+                cond = model.cond(y_hat, text)
+                kd = distillation_loss(text, y_hat, c.kd_temperature)
+            elif mode == "class_name":
+                cond = model.cond(None, fixed.expand(len(idx), -1))
+            else:
+                cond = model.cond(model.constant.expand(len(idx), -1))
+            seg = dice_ce_loss(model.decoder(emb, cond), t_all[idx], v_all[idx])
+            loss = seg + c.kd_weight * kd
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            self.losses.append({"loss": loss.item(), "seg": seg.item(), "kd": kd.item()})
+        model.eval()
+        self.model = model
+        self.fit_seconds = time.perf_counter() - start
+        return self
+
+    # -- inference ---------------------------------------------------------------------------------------------
+    def _condition(self, image: np.ndarray, embedding: torch.Tensor, mask: np.ndarray | None,
+                   source: str) -> torch.Tensor:
+        model = self.model
+        if self.conditioning == "no_text":
+            return model.cond(model.constant[None])
+        if self.conditioning == "class_name":
+            raise AssertionError("class_name conditioning is stored at fit")  # pragma: no cover
+        y_hat = model.predictor(embedding.mean((2, 3)))
+        if self.conditioning == "student":
+            return model.cond(y_hat)
+        if mask is None:  # the teacher reads the real text of the ROI: it needs the true mask
+            raise InputError(f"{self.name} conditions on the attribute text of the true ROI: pass mask= for "
+                             f"{source}")
+        mask = check_mask(mask, image.shape[:2], f"{source} (mask)")
+        slot = model.pseudo(self._roi_feature(image, mask, embedding)[None])
+        text = self._text_encoder().text_with_slots(self.config.template + self.sentence(image, mask), slot)
+        return model.cond(y_hat, text)
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, mask: np.ndarray | None = None, source: str = "image",
+                **prompts: Any) -> Prediction:
+        """Segment the structure in ``image`` (the teacher also needs the true ``mask`` for its text).
+
+        Returns:
+            Prediction with ``mask`` (HxW bool, original resolution), ``scores["confidence"]`` (mean
+            foreground probability inside the predicted mask) and ``extras["probability"]`` (HxW float).
+        """
+        if self.model is None:
+            raise InputError(f"{self.name}: call fit() before predict()")
+        image = check_image(image, source)
+        embedding = self.embed(image, source)
+        cond = self._fixed_cond if self.conditioning == "class_name" else self._condition(image, embedding, mask,
+                                                                                              source)
+        logits = self.model.decoder(embedding, cond)
+        prob = torch.sigmoid(Frame(image.shape[:2], self.backbone.input_size).logits_to_original(logits))[0, 0]
+        out = (prob > 0.5).numpy()
+        confidence = float(prob[prob > 0.5].mean()) if out.any() else 0.0
+        return Prediction(mask=out, scores={"confidence": confidence}, extras={"probability": prob.numpy()})
+
+    @torch.no_grad()
+    def distillation_gap(self, samples: Sequence[Sample]) -> float:
+        """Mean distillation KL between the teacher's text embedding and the student's ``ŷ`` over ``samples``
+        (the quantity the KD loss lowers; a diagnostic of how well the text was distilled)."""
+        if self.model is None or self.conditioning not in ("student", "teacher"):
+            raise InputError("distillation_gap needs a fitted concept_text model")
+        gaps = []
+        for s in samples:
+            mask = self._mask_of(s)
+            emb = self.embed(s.image, f"sample {s.id!r}")
+            slot = self.model.pseudo(self._roi_feature(s.image, mask, emb)[None])
+            text = self._text_encoder().text_with_slots(self.config.template + self.sentence(s.image, mask), slot)
+            y_hat = self.model.predictor(emb.mean((2, 3)))
+            gaps.append(float(distillation_loss(text, y_hat, self.config.kd_temperature)))
+        return float(np.mean(gaps))
+
+    def prompts_from_truth(self, sample: Sample, structure: str | None = None) -> dict[str, Any]:
+        """The student needs nothing; the teacher's oracle text needs the true mask."""
+        if self.conditioning != "teacher":
+            return {}
+        return {"mask": sample.masks[structure or self.structure]}
+
+    def as_teacher(self) -> "ConceptText":
+        """This fitted model evaluated with the real attribute text of each test ROI (``concept_text_teacher``)."""
+        if self.model is None or self.conditioning != "student":
+            raise InputError("as_teacher() needs a fitted concept_text (student) model")
+        teacher = ConceptTextTeacher.__new__(ConceptTextTeacher)
+        teacher.__dict__.update(self.__dict__)
+        return teacher
+
+    def setting(self) -> dict[str, Any]:
+        out = super().setting()
+        return {**out, "structure": self.structure or self.config.structure}
+
+
+register_method("concept_text")(ConceptText)
+
+
+@register_method("concept_text_teacher")
+class ConceptTextTeacher(ConceptText):
+    """Baseline/upper bound: the concept_text model with the real attribute text of the test ROI at inference."""
+
+    conditioning = "teacher"
+
+    # fit is the student's: one training gives both (ConceptText.as_teacher() shares a fitted student's weights)
+
+
+@register_method("concept_text_class_name")
+class ConceptTextClassName(ConceptText):
+    """Baseline: the same segmenter conditioned on one fixed class-name sentence (no ROI text, no KD)."""
+
+    conditioning = "class_name"
+
+    def fit(self, support: Sequence[Sample]) -> "ConceptText":
+        super().fit(support)
+        prompt = self.config.class_prompt or f"a {(self.structure or 'object').replace('_', ' ')}"
+        with torch.no_grad():
+            fixed = self._text_encoder().encode_text([prompt], normalize=False)
+            self._fixed_cond = self.model.cond(None, fixed)
+        self._text = None  # the condition is a constant now; inference needs no text encoder
+        return self
+
+
+@register_method("concept_text_no_text")
+class ConceptTextNoText(ConceptText):
+    """Baseline: the same segmenter conditioned on a learned constant instead of text."""
+
+    conditioning = "no_text"
