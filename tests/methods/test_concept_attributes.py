@@ -17,9 +17,10 @@ from PIL import Image
 from roiprompt.data import load_dataset
 from roiprompt.errors import CheckpointError, DataError, InputError, RoiPromptError
 from roiprompt.methods.concept_text.attributes import (
-    CSV_COLUMNS, PALETTE, MeasuredAttributes, OpenAICompatibleAttributes, TransformersVLMAttributes, describe,
-    location_word, measure_attributes, parse_attribute_json, read_attributes_csv, render_sentence, roi_image,
-    write_attributes_csv)
+    CSV_COLUMNS, PALETTE, describe, location_word, measure_attributes, read_attributes_csv, render_sentence,
+    roi_image, write_attributes_csv)
+from roiprompt.methods.concept_text.sources import (
+    MeasuredAttributes, OpenAICompatibleAttributes, TransformersVLMAttributes, parse_attribute_json)
 from tests.conftest import data_root
 
 H = W = 256

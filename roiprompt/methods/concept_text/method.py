@@ -40,7 +40,8 @@ from ...prompts.transforms import Frame
 from ...types import Prediction, Sample
 from ..base import Method, register_method, resolve_config
 from ..classification.base import cosine_with_warmup
-from .attributes import AttributeSource, MeasuredAttributes, roi_image
+from .attributes import roi_image
+from .sources import AttributeSource, MeasuredAttributes
 from .model import (ConditionedDecoder, Conditioning, EmbeddingPredictor, PseudoText, dice_ce_loss,
                     distillation_loss)
 
