@@ -151,7 +151,7 @@ def mask_source_table(records: list[dict]) -> str:
     rows: dict[tuple, dict] = defaultdict(dict)
     dice: dict[tuple, dict] = defaultdict(dict)
     for r in records:
-        if r["method"] in ("linear_probe", "vpt", "finetune"):  # they ignore the mask
+        if r["method"] in ("linear_probe", "vpt", "finetune", "medfocusclip_unguided"):  # they ignore the mask
             continue
         key = (_task(r), "", _shots_key(r["setting"]["shots"]), r["method"])
         rows[key].setdefault(r["mask_source"], {})[r["metric"]] = r
@@ -309,8 +309,8 @@ def main() -> None:
     if clf_speed:
         threads = sorted({r["setting"]["threads"] for r in clf_speed})
         parts.append(f"\n### Classifier speed ({'/'.join(map(str, threads))} thread(s))\n\nBudget (methods.md §2.3): "
-                     "a 16-shot fit <= 60 s from cached encoder tokens on 2 cores. The committed run used 1 thread "
-                     "while a one-thread fine-tuning benchmark used the other core.\n")
+                     "a 16-shot fit <= 60 s from cached encoder tokens on 2 cores. The committed runs used 1 thread "
+                     "while another one-thread benchmark used the other core.\n")
         parts.append(classifier_speed_table(clf_speed))
     commits = sorted({r["git_commit"] for r in records})
     parts.append(f"\nRecords from commit(s): {', '.join(commits) if commits else 'none'}.\n")

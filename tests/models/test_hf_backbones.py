@@ -312,3 +312,23 @@ def test_clip_cls_attention_bias(image):
 def test_tiny_configs_round_trip_json(folders):
     for kind, folder in folders.items():
         assert json.loads((folder / "config.json").read_text())["model_type"] == kind
+
+
+def test_clip_text_with_slots_matches_the_plain_text_and_takes_gradients():
+    from roiprompt.models.backbones import load_backbone
+
+    clip = load_backbone("test-clip")
+    words = clip.model.text_model.embeddings.token_embedding
+    # a slot holding the embedding of the word "b" encodes exactly like the text with "b" in that place
+    b_id = clip.tokenizer("b", add_special_tokens=False)["input_ids"][0]
+    slot = words.weight[b_id].detach()[None]
+    assert torch.allclose(clip.text_with_slots("a [unused0] c", slot), clip.encode_text(["a b c"]), atol=1e-5)
+    slots = torch.randn(2, clip.text_token_dim, requires_grad=True)
+    out = clip.text_with_slots(["x [unused0]", "longer y [unused0] z"], slots)  # one text per row, padded
+    assert out.shape == (2, clip.text_dim)
+    out.sum().backward()
+    assert slots.grad is not None and (slots.grad.abs().sum(1) > 0).all()
+    one = clip.text_with_slots("longer y [unused0] z", slots[1:].detach())
+    assert torch.allclose(out[1], one[0], atol=1e-5)
+    with pytest.raises(InputError, match="no placeholder"):
+        clip.text_with_slots("a b", slot)

@@ -61,10 +61,14 @@ class ConceptTextConfig:
         roi_feature: "masked_pool" (mask-weighted mean of the image embedding) or "roi_image" (encode the
             background-zeroed ROI image, the paper's; one extra encoder pass per training image).
         train_decoder: train the mask decoder copy (default) or freeze it (ablation).
+        self_noise: mix the student's ``ŷ`` into the training condition (alpha learned from 0.2); False fixes
+            alpha = 0: KD without noise (the ablation of §4.5).
         epochs, max_steps, batch_size, lr, weight_decay, warmup_steps: AdamW + cosine; steps =
             min(epochs x images / batch, max_steps).
         kd_weight, kd_temperature: weight and temperature of the distillation KL.
-        text_encoder: "minilm" (offline default) or a backbone name with ``text_with_slots``.
+        text_encoder: "minilm" (offline default) or "clip" (a CLIP text tower; ``text_weights`` = its local
+            Hugging Face folder, tokenizer included): any backbone with ``text_with_slots``.
+        text_weights: local weights of the text encoder (None: its offline default).
         seed: initialisation and batch order.
         weights: local LiteMedSAM checkpoint (None: the offline default).
         cache_dir: on-disk cache of image embeddings.
@@ -77,6 +81,7 @@ class ConceptTextConfig:
     extended_attributes: bool = False
     roi_feature: str = "masked_pool"
     train_decoder: bool = True
+    self_noise: bool = True
     epochs: int = 50
     max_steps: int = 300
     batch_size: int = 8
@@ -86,6 +91,7 @@ class ConceptTextConfig:
     kd_weight: float = 10.0
     kd_temperature: float = 0.1
     text_encoder: str = "minilm"
+    text_weights: str | None = None
     seed: int = 0
     weights: str | None = None
     cache_dir: str | None = None
@@ -94,9 +100,9 @@ class ConceptTextConfig:
 class _Segmenter(nn.Module):
     """Every trainable part; which are used depends on the method's ``conditioning`` mode."""
 
-    def __init__(self, sam_model: nn.Module, dim: int, text_dim: int, train_decoder: bool) -> None:
+    def __init__(self, sam_model: nn.Module, dim: int, text_dim: int, token_dim: int, train_decoder: bool) -> None:
         super().__init__()
-        self.pseudo = PseudoText(dim, text_dim)
+        self.pseudo = PseudoText(dim, token_dim)
         self.predictor = EmbeddingPredictor(dim, text_dim)
         self.cond = Conditioning()
         self.constant = nn.Parameter(torch.full((text_dim,), 0.5))  # the no-text baseline's learned "text"
@@ -157,7 +163,7 @@ class ConceptText(Method):
 
     def _text_encoder(self) -> Backbone:
         if self._text is None:
-            self._text = load_backbone(self.config.text_encoder)
+            self._text = load_backbone(self.config.text_encoder, weights=self.config.text_weights)
             if not hasattr(self._text, "text_with_slots"):
                 raise InputError(f"text encoder {self.config.text_encoder!r} has no text_with_slots")
             self._text.lock()
@@ -204,8 +210,12 @@ class ConceptText(Method):
                 rois.append(self._roi_feature(s.image, mask, emb))
                 texts.append(c.template + self.sentence(s.image, mask))
         torch.manual_seed(c.seed)
-        text_dim = 384 if mode == "no_text" else self._text_encoder().dim
-        model = _Segmenter(self.backbone.model, embeds[0].shape[0], text_dim, c.train_decoder)
+        text = None if mode == "no_text" else self._text_encoder()
+        text_dim, token_dim = (384, 384) if text is None else (text.text_dim, text.text_token_dim)
+        model = _Segmenter(self.backbone.model, embeds[0].shape[0], text_dim, token_dim, c.train_decoder)
+        if not c.self_noise:
+            model.cond.alpha.data.zero_()
+            model.cond.alpha.requires_grad_(False)
         fixed = None
         if mode == "class_name":
             prompt = c.class_prompt or f"a {(self.structure or 'object').replace('_', ' ')}"
@@ -252,8 +262,8 @@ class ConceptText(Method):
         model = self.model
         if self.conditioning == "no_text":
             return model.cond(model.constant[None])
-        if self.conditioning == "class_name":
-            raise AssertionError("class_name conditioning is stored at fit")  # pragma: no cover
+        if self.conditioning == "class_name":  # a constant, computed once at the end of fit
+            return self._fixed_cond
         y_hat = model.predictor(embedding.mean((2, 3)))
         if self.conditioning == "student":
             return model.cond(y_hat)
@@ -278,9 +288,7 @@ class ConceptText(Method):
             raise InputError(f"{self.name}: call fit() before predict()")
         image = check_image(image, source)
         embedding = self.embed(image, source)
-        cond = self._fixed_cond if self.conditioning == "class_name" else self._condition(image, embedding, mask,
-                                                                                              source)
-        logits = self.model.decoder(embedding, cond)
+        logits = self.model.decoder(embedding, self._condition(image, embedding, mask, source))
         prob = torch.sigmoid(Frame(image.shape[:2], self.backbone.input_size).logits_to_original(logits))[0, 0]
         out = (prob > 0.5).numpy()
         confidence = float(prob[prob > 0.5].mean()) if out.any() else 0.0

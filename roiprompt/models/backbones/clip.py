@@ -169,6 +169,76 @@ class ClipBackbone(Backbone):
         tok = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
         return self.encode_token_ids(tok["input_ids"], tok["attention_mask"], normalize=normalize)
 
+    @property
+    def text_dim(self) -> int:
+        """Size of a text embedding (the projection, P)."""
+        return self.embed_dim
+
+    @property
+    def text_token_dim(self) -> int:
+        """Size of one input word embedding of the text tower (a slot vector of :meth:`text_with_slots`)."""
+        return int(self.model.config.text_config.hidden_size)
+
+    def text_with_slots(self, text: str | Sequence[str], slot_vectors: torch.Tensor,
+                        placeholder: str = "[unused0]") -> torch.Tensor:
+        """Projected (B, P) text embeddings with each ``placeholder`` replaced by a given input word embedding.
+
+        The same contract as :meth:`MiniLMBackbone.text_with_slots` (one text for every row, or one per row; slot
+        vectors (B, n, W) or (B, W), W = :attr:`text_token_dim`), so a method can take either text tower. The
+        placeholder never reaches the BPE tokenizer: each slot position gets a stand-in id whose word embedding
+        is swapped for the slot vector by a hook on the token embedding, so gradients flow to the slot vectors
+        and CLIP's own end-of-text pooling is unchanged.
+        """
+        if self.tokenizer is None:
+            raise CheckpointError(f"{self.source}: the folder lacks a tokenizer, so CLIP cannot encode text")
+        texts = [text] if isinstance(text, str) else list(text)
+        counts = {t.count(placeholder) for t in texts}
+        if not texts or 0 in counts:
+            raise InputError(f"text {texts[:3]!r} has no placeholder {placeholder!r}")
+        if len(counts) > 1:
+            raise InputError(f"every text needs the same number of placeholders {placeholder!r}; got {sorted(counts)}")
+        n, width = counts.pop(), self.text_token_dim
+        slots = torch.as_tensor(slot_vectors)
+        slots = slots.reshape(-1, 1, slots.shape[-1]) if slots.ndim == 1 or (slots.ndim == 2 and n == 1) else slots
+        if slots.ndim != 3 or slots.shape[1:] != (n, width):
+            raise InputError(f"slot_vectors have shape {tuple(torch.as_tensor(slot_vectors).shape)}; expected "
+                             f"(B, {n}, {width})")
+        b = slots.shape[0]
+        if len(texts) not in (1, b):
+            raise InputError(f"{len(texts)} texts for {b} rows of slot vectors; give one text or one per row")
+        tok = self.tokenizer
+        stand_in = tok.bos_token_id  # any real id: its embedding is replaced before the first block
+        limit = int(self.model.config.text_config.max_position_embeddings)
+        rows, positions = [], []
+        for t in texts:
+            ids = [tok.bos_token_id]
+            for k, part in enumerate(t.split(placeholder)):
+                if k:
+                    if len(ids) >= limit - 1:
+                        raise InputError(f"a placeholder falls beyond this CLIP's {limit} tokens in {t!r}")
+                    positions.append((len(rows), len(ids)))
+                    ids.append(stand_in)
+                ids += tok(part.strip(), add_special_tokens=False)["input_ids"] if part.strip() else []
+            rows.append(ids[:limit - 1] + [tok.eos_token_id])  # truncated as CLIP's tokenizer truncates
+        longest = max(len(r) for r in rows)
+        ids = torch.tensor([r + [tok.eos_token_id] * (longest - len(r)) for r in rows], device=self.pixel_mean.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (longest - len(r)) for r in rows], device=ids.device)
+        ids, mask = ids.expand(b, -1), mask.expand(b, -1)
+        rows_idx = torch.tensor([r for r, _ in positions]), torch.tensor([p for _, p in positions])
+
+        def swap(_module, _inputs, words: torch.Tensor) -> torch.Tensor:
+            words = words.clone()
+            for j in range(n):  # the j-th slot of every row (one text shared, or one per row)
+                pos = rows_idx[1][j::n] if len(texts) > 1 else rows_idx[1][j].expand(b)
+                words[torch.arange(b), pos] = slots[:, j].to(words)
+            return words
+
+        hook = self.model.text_model.embeddings.token_embedding.register_forward_hook(swap)
+        try:
+            return self.encode_token_ids(ids, mask)
+        finally:
+            hook.remove()
+
     def encode_token_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                          normalize: bool = False) -> torch.Tensor:
         """Pre-tokenised (B, L) ids (each with its end-of-text token) -> (B, P) projected text embeddings."""

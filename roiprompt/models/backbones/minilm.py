@@ -59,6 +59,16 @@ class MiniLMBackbone(Backbone):
         self.dim = int(model.config.hidden_size)  # 384
 
     @property
+    def text_dim(self) -> int:
+        """Size of a sentence embedding (384)."""
+        return self.dim
+
+    @property
+    def text_token_dim(self) -> int:
+        """Size of one input word embedding (a slot vector of :meth:`text_with_slots`)."""
+        return self.dim
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
