@@ -190,14 +190,22 @@ def concept_table(records: list[dict]) -> str:
     for r in records:
         key = (r["dataset"], r["structure"], r["setting"]["label_fraction"], order.get(r["method"], 9), r["method"])
         rows[key][r["metric"]] = r
-    lines = ["| dataset | structure | labels (train images) | method | Dice [95 % CI] | HD95 px [95 % CI] | fit s | "
-             "s/image | steps | command |", "|" + "---|" * 10]
+    from scipy import stats
+
+    lines = ["| dataset | structure | labels (train images) | method | Dice [95 % CI] | student - method, Dice "
+             "(Wilcoxon p) | HD95 px [95 % CI] | fit s | s/image | steps | command |", "|" + "---|" * 11]
     for key in sorted(rows):
         m = rows[key]
         d = m["dice"]
+        student = rows.get((*key[:3], 0, "concept_text"), {}).get("dice", {})
+        paired = ""
+        if key[4] != "concept_text" and "per_image" in d and "per_image" in student:
+            diff = np.subtract(student["per_image"], d["per_image"])
+            p = stats.wilcoxon(diff).pvalue if np.any(diff) else 1.0
+            paired = f"{diff.mean():+.4f} (p = {p:.2g})"
         lines.append("| " + " | ".join([
             key[0], key[1], f"{100 * key[2]:.0f} % ({d['setting']['train_images']})", key[4], fmt(m["dice"]),
-            fmt(m["hd95"]), f"{d['fit_seconds']:.0f}", f"{d['seconds_per_image']:.2f}",
+            paired, fmt(m["hd95"]), f"{d['fit_seconds']:.0f}", f"{d['seconds_per_image']:.2f}",
             str(d["setting"]["max_steps"]), f"`{d['command']}`"]) + " |")
     return "\n".join(lines)
 

@@ -178,3 +178,4 @@ def test_bench_concept_text_writes_student_and_teacher_records(tmp_path):
     r = records[0]
     assert r["setting"]["label_fraction"] == 0.05 and r["test_images"] == 3 and r["structure"] == "heart"
     assert set(REQUIRED_KEYS) <= set(r) and r["trainable_params"] > 0
+    assert len(r["per_image"]) == 3 and np.isclose(np.mean(r["per_image"]), r["mean"], atol=1e-3)

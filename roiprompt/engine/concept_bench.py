@@ -121,5 +121,7 @@ def run_concept_bench(
                     extra={"fit_seconds": round(float(np.mean(slot["fit"])), 1),
                            "trainable_params": info[label]["trainable_params"], "test_images": len(test),
                            "ci": "bootstrap over images" if seeds == 1 else "t over seeds",
-                           "empty_predictions": int(sum(r["dice"] == 0 for rows in slot["rows"] for r in rows))}))
+                           "empty_predictions": int(sum(r["dice"] == 0 for rows in slot["rows"] for r in rows)),
+                           # per-image values of seed 0, in test order: paired tests between methods (§6.4)
+                           "per_image": [round(float(v), 4) for v in per_seed[0]]}))
     return records

@@ -52,6 +52,8 @@ def test_distillation_temperature_keeps_the_loss_informative():
 def test_distillation_lowers_the_student_teacher_distance(fitted):
     import copy
 
+    assert set(fitted.sentences) == {f"d{i}" for i in range(8)}  # one measured sentence per training ROI
+    assert all(s.endswith("of the image.") and "lesion area" in s for s in fitted.sentences.values())
     samples = _discs()
     trained = fitted.distillation_gap(samples)
     untrained = copy.copy(fitted)

@@ -140,6 +140,7 @@ class ConceptText(Method):
         self.losses: list[dict[str, float]] = []
         self.fit_seconds = float("nan")
         self._text: Backbone | None = None  # loaded by fit (and by the teacher's predict), never by the student
+        self.sentences: dict[str, str] = {}  # sample id -> the attribute sentence it was trained with
 
     # -- features ----------------------------------------------------------------------------------------------
     def embed(self, image: np.ndarray, source: str = "image") -> torch.Tensor:
@@ -208,7 +209,8 @@ class ConceptText(Method):
             valids.append(valid)
             if mode == "student":
                 rois.append(self._roi_feature(s.image, mask, emb))
-                texts.append(c.template + self.sentence(s.image, mask))
+                self.sentences[s.id] = self.sentence(s.image, mask)
+                texts.append(c.template + self.sentences[s.id])
         torch.manual_seed(c.seed)
         text = None if mode == "no_text" else self._text_encoder()
         text_dim, token_dim = (384, 384) if text is None else (text.text_dim, text.text_token_dim)
