@@ -13,6 +13,7 @@ Training reads cached LiteMedSAM embeddings (``--cache-dir``); a decoder trainin
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -38,13 +39,17 @@ def main() -> int:
     p.add_argument("--limit", type=int, default=None, help="first N test images only (development)")
     p.add_argument("--cache-dir", default=str(ROOT / ".cache" / "embeddings"))
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="method config override for an ablation, e.g. kd_weight=1 (use with --tag)")
     p.add_argument("--tag", default="")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/concept_text.py", *sys.argv[1:]])
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.config)}
     records = run_concept_bench(args.methods.split(","), args.task, [float(f) for f in args.fractions.split(",")],
-                                seeds=args.seeds, cache_dir=args.cache_dir, config={"max_steps": args.max_steps},
+                                seeds=args.seeds, cache_dir=args.cache_dir,
+                                config={"max_steps": args.max_steps, **overrides},
                                 limit=args.limit, command=command, log=lambda m: print(m, flush=True))
     name = f"concept_text_{args.task}" + (f"_{args.tag}" if args.tag else "")
     out = write_records(ROOT / "benchmarks" / "results" / f"{name}.json", records)

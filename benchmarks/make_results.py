@@ -8,6 +8,7 @@ Every number in RESULTS.md comes from a record; each table row carries the comma
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -188,7 +189,9 @@ def concept_table(records: list[dict]) -> str:
     rows: dict[tuple, dict] = defaultdict(dict)
     order = {"concept_text": 0, "concept_text_teacher": 1, "concept_text_class_name": 2, "concept_text_no_text": 3}
     for r in records:
-        key = (r["dataset"], r["structure"], r["setting"]["label_fraction"], order.get(r["method"], 9), r["method"])
+        variant = ",".join(re.findall(r"--config (\S+)", r["command"]))  # ablation rows name their overrides
+        name = f"{r['method']} [{variant}]" if variant else r["method"]
+        key = (r["dataset"], r["structure"], r["setting"]["label_fraction"], order.get(r["method"], 9), name)
         rows[key][r["metric"]] = r
     from scipy import stats
 
