@@ -6,8 +6,9 @@ Usage (one task per run; each writes benchmarks/results/concept_text_<task>[_<ta
     python benchmarks/concept_text.py --task jsrt_heart
     python benchmarks/concept_text.py --task kvasir_polyp --fractions 0.1,0.25,1.0
 
-Training reads cached LiteMedSAM embeddings (``--cache-dir``); a decoder training step costs ~1.5 s for a batch of
-8 on 2 cores, so the CPU recipe caps training at ``--max-steps`` (default 300) steps.
+Training reads cached LiteMedSAM embeddings (``--cache-dir``); a decoder training step for a batch of 8
+took 4-7 s on one shared core (the fit s column), so the CPU recipe caps training at ``--max-steps``
+(default 300) steps.
 """
 
 from __future__ import annotations

@@ -247,7 +247,6 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .engine.bench import run_segmentation_bench
     from .engine.oneshot_bench import run_oneshot_bench
-    from .engine.records import write_records
     from .methods import method_class
     from .methods.oneshot import OneShotMethod
 
@@ -268,23 +267,14 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         run = runner(args.method, args.dataset, structures=args.structure, limit=args.limit, root=args.root,
                      backbone=args.backbone, progress=lambda done, total: bar.update(task, completed=done, total=total),
                      **extra, **config)
-    records = run.records(command="roiprompt " + shlex.join(argv))
-    if variant:  # ablation rows are told apart from the defaults by this label
-        label = ",".join(f"{k}={v}" for k, v in variant.items())
-        records = [{**r, "variant": label} for r in records]
-    _print_records(records)
     if run.failures:
         _console().print(f"[red]{len(run.failures)} image(s) failed:[/red] " + "; ".join(run.failures[:10]))
-    if args.json:
-        path = write_records(args.json, records)
-        _console().print(f"wrote {len(records)} records to {path}")
-    return 0
+    return _report_records(args, run.records(command="roiprompt " + shlex.join(argv)), variant)
 
 
 def _bench_classifier(args: argparse.Namespace, argv: Sequence[str], config: dict, variant: dict) -> int:
     """``bench`` for a few-shot classifier: K per class x seeds, the test split, the chosen test-time masks."""
     from .engine.classify_bench import run_classification_bench
-    from .engine.records import write_records
 
     shots = [k if k == "all" else int(k) for k in args.shots.split(",")]
     cache_dir = config.pop("cache_dir", None)
@@ -292,14 +282,7 @@ def _bench_classifier(args: argparse.Namespace, argv: Sequence[str], config: dic
         [args.method], args.dataset, label=args.label, structures=args.structure, shots=shots, seeds=args.seeds,
         mask_sources=args.masks.split(","), root=args.root, backbone=args.backbone, cache_dir=cache_dir,
         config=config, command="roiprompt " + shlex.join(argv), log=_console().print)
-    if variant:
-        label = ",".join(f"{k}={v}" for k, v in variant.items())
-        records = [{**r, "variant": label} for r in records]
-    _print_records(records)
-    if args.json:
-        path = write_records(args.json, records)
-        _console().print(f"wrote {len(records)} records to {path}")
-    return 0
+    return _report_records(args, records, variant)
 
 
 # -- explain ------------------------------------------------------------------------------------------------
@@ -347,7 +330,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def _bench_concept(args: argparse.Namespace, argv: Sequence[str], config: dict, variant: dict) -> int:
     """``bench`` for a supervised conceptual-text segmenter: fit on label budgets of the train split, score test."""
     from .engine.concept_bench import SEG_TASKS, run_concept_bench
-    from .engine.records import write_records
 
     structure = (args.structure or [None])[0]
     tasks = [name for name, t in SEG_TASKS.items() if t["dataset"] == args.dataset
@@ -362,7 +344,14 @@ def _bench_concept(args: argparse.Namespace, argv: Sequence[str], config: dict, 
                                 seeds=args.seeds, root=args.root, backbone=args.backbone, cache_dir=cache_dir,
                                 config=config, limit=args.limit, command="roiprompt " + shlex.join(argv),
                                 log=_console().print)
-    if variant:
+    return _report_records(args, records, variant)
+
+
+def _report_records(args: argparse.Namespace, records: list[dict], variant: dict) -> int:
+    """Label ablation rows with their config overrides, print the records and write them to ``--json``."""
+    from .engine.records import write_records
+
+    if variant:  # ablation rows are told apart from the defaults by this label
         label = ",".join(f"{k}={v}" for k, v in variant.items())
         records = [{**r, "variant": label} for r in records]
     _print_records(records)

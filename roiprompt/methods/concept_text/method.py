@@ -255,6 +255,10 @@ class ConceptText(Method):
             self.losses.append({"loss": loss.item(), "seg": seg.item(), "kd": kd.item()})
         model.eval()
         self.model = model
+        if mode == "class_name":  # the condition is a constant now: keep it, drop the text encoder
+            with torch.no_grad():
+                self._fixed_cond = model.cond(None, fixed)
+            self._text = None
         self.fit_seconds = time.perf_counter() - start
         return self
 
@@ -348,15 +352,6 @@ class ConceptTextClassName(ConceptText):
     """Baseline: the same segmenter conditioned on one fixed class-name sentence (no ROI text, no KD)."""
 
     conditioning = "class_name"
-
-    def fit(self, support: Sequence[Sample]) -> "ConceptText":
-        super().fit(support)
-        prompt = self.config.class_prompt or f"a {(self.structure or 'object').replace('_', ' ')}"
-        with torch.no_grad():
-            fixed = self._text_encoder().encode_text([prompt], normalize=False)
-            self._fixed_cond = self.model.cond(None, fixed)
-        self._text = None  # the condition is a constant now; inference needs no text encoder
-        return self
 
 
 @register_method("concept_text_no_text")
