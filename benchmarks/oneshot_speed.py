@@ -5,6 +5,8 @@ warp + decoder rounds), median over the targets, with ``torch.set_num_threads(2)
 2 cores are the budget the issue sets (reference <= 60 s, target <= 2 s).
 
     .venv/bin/python benchmarks/oneshot_speed.py [--targets 5] [--json benchmarks/results/oneshot_speed.json]
+    .venv/bin/python benchmarks/oneshot_speed.py --methods med_persam --encoder plain \
+        --json benchmarks/results/oneshot_speed_plain.json     # "before": the encoder on the plain eager path
 """
 
 from __future__ import annotations
@@ -30,10 +32,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=int, default=5)
     parser.add_argument("--json", default="benchmarks/results/oneshot_speed.json")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--encoder", choices=("fast", "plain"), default="fast",
+                        help="LiteMedSAM's default inference path, or the plain eager float32 path (fast=False)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     command = "python benchmarks/oneshot_speed.py " + shlex.join(sys.argv[1:])
-    backbone = load_backbone("litemedsam")
+    backbone = load_backbone("litemedsam", fast=args.encoder == "fast")
+    runtime = backbone.inference.runtime
     records = []
     print(f"{'dataset':12s} {'structures':10s} {'method':13s} {'set-ref s':>9s} {'s/target':>9s}")
     for dataset, structures in CASES:
@@ -42,7 +48,7 @@ def main() -> None:
         names = structures or list(data.structures)
         reference = train[0]
         targets = [test[i].image for i in range(args.targets)]
-        for name in METHODS:
+        for name in args.methods.split(","):
             method = load_method(name, backbone=backbone)  # no cache: every image is encoded
             start = time.perf_counter()
             method.set_reference(reference.image, {s: reference.masks[s] for s in names}, pool=targets)
@@ -58,7 +64,8 @@ def main() -> None:
             for metric, value in (("seconds_set_reference", ref_s), ("seconds_per_target", per_target)):
                 records.append(make_record(
                     method=name, backbone="litemedsam", dataset=dataset, structure=label, task="speed",
-                    setting={"threads": 2, "targets": args.targets, "structures": len(names), "cache": False},
+                    setting={"threads": 2, "targets": args.targets, "structures": len(names), "cache": False,
+                             "encoder": args.encoder, "runtime": runtime},
                     metric=metric, summary={"mean": value, "ci95": [min(times), max(times)] if "target" in metric
                                             else [ref_s, ref_s], "n": len(times)},
                     seconds_per_image=per_target, command=command))

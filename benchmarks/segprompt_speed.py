@@ -8,6 +8,8 @@ milliseconds to classify one test image with its mask, with the tokens cached an
     .venv/bin/python benchmarks/segprompt_speed.py [--images 8] [--json benchmarks/results/segprompt_speed.json]
     .venv/bin/python benchmarks/segprompt_speed.py --methods medfocusclip,medfocusclip_unguided \
         --json benchmarks/results/medfocusclip_speed.json
+    .venv/bin/python benchmarks/segprompt_speed.py --methods segprompt,medfocusclip --encoder plain \
+        --json benchmarks/results/classify_speed_plain.json   # "before": the encoder on the plain eager path
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ def main() -> int:
     p.add_argument("--cache-dir", default=str(ROOT / ".cache" / "embeddings"))
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "segprompt_speed.json"))
     p.add_argument("--threads", type=int, default=2, help="torch threads (the budget assumes 2)")
+    p.add_argument("--encoder", choices=("fast", "plain"), default="fast",
+                   help="LiteMedSAM's default inference path, or the plain eager float32 path (fast=False)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     command = "python benchmarks/segprompt_speed.py " + shlex.join(sys.argv[1:])
-    backbone = load_backbone("litemedsam")
+    backbone = load_backbone("litemedsam", fast=args.encoder == "fast")
     data = load_dataset("busbra", label="pathology")
     train, test = data.split("train"), data.split("test")
     support = [train[i] for i in sample_per_class(train, 16, seed=0)]
@@ -75,7 +79,8 @@ def main() -> int:
         print(f"{name:22s}{fit_s:8.1f}{steps:7d}{1e3 * np.median(cached):15.1f}{1e3 * np.median(uncached):16.1f}"
               f"{params:9d}")
         common = dict(method=name, backbone="litemedsam", dataset="busbra", structure=None, task="speed",
-                      setting={"shots": 16, "views": method.config.views, "threads": args.threads}, command=command)
+                      setting={"shots": 16, "views": method.config.views, "threads": args.threads,
+                               "encoder": args.encoder, "runtime": backbone.inference.runtime}, command=command)
         extra = {"steps": steps, "trainable_params": params}
         records.append(make_record(**common, metric="fit_seconds_16_shot",
                                    summary={"mean": fit_s, "ci95": [fit_s, fit_s], "n": 1},

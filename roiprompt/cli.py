@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -438,12 +439,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- main ---------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from .engine.inference import RUNTIMES
     from .models.backbones import list_backbones
 
     from .methods import list_methods
     from .methods.oneshot import oneshot_methods
 
     parser = argparse.ArgumentParser(prog="roiprompt", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, help="CPU threads for the encoders (default: PyTorch's choice)")
+    parser.add_argument("--runtime", choices=RUNTIMES,
+                        help="how the image encoder runs (default auto: OpenVINO when installed, else eager); "
+                             "sets $ROIPROMPT_RUNTIME")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("datasets", help="list the datasets found under the data root, with counts")
@@ -528,6 +534,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``roiprompt`` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"roiprompt: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.runtime is not None:
+        os.environ["ROIPROMPT_RUNTIME"] = args.runtime  # read by every backbone this command builds
     try:
         if args.command == "datasets":
             return cmd_datasets(args)

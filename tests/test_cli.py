@@ -179,3 +179,22 @@ def test_bench_concept_text_writes_student_and_teacher_records(tmp_path):
     assert r["setting"]["label_fraction"] == 0.05 and r["test_images"] == 3 and r["structure"] == "heart"
     assert set(REQUIRED_KEYS) <= set(r) and r["trainable_params"] > 0
     assert len(r["per_image"]) == 3 and np.isclose(np.mean(r["per_image"]), r["mean"], atol=1e-3)
+
+
+def test_threads_and_runtime_flags(tmp_path, capsys, monkeypatch):
+    import os
+
+    import torch
+
+    monkeypatch.setenv("ROIPROMPT_RUNTIME", "auto")  # restored after the test: main() sets it
+    threads = torch.get_num_threads()
+    img = tmp_path / "a.png"
+    Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)).save(img)
+    try:
+        code = main(["--threads", "1", "--runtime", "eager", "segment", str(img), "--box", "8", "8", "40", "40",
+                     "--out", str(tmp_path / "o")])
+        assert code == 0 and torch.get_num_threads() == 1 and os.environ["ROIPROMPT_RUNTIME"] == "eager"
+    finally:
+        torch.set_num_threads(threads)
+    assert main(["--threads", "0", "datasets"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err

