@@ -185,3 +185,16 @@ def test_runtime_can_be_chosen_by_environment(monkeypatch):
     monkeypatch.setenv("ROIPROMPT_RUNTIME", "gpu")
     with pytest.raises(InputError, match=r"\$ROIPROMPT_RUNTIME is 'gpu'"):
         InferenceOptions().resolved()
+
+
+def test_encode_images_batches_equal_singles():
+    tiny = load_backbone("test-litemedsam")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (40 + 10 * i, 50, 3), dtype=np.uint8) for i in range(3)]
+    batched = tiny.encode_images(images, batch_size=2)
+    assert len(batched) == 3 and all(e.features.shape == (1, 32, 64, 64) for e in batched)
+    for image, emb in zip(images, batched):
+        single = tiny.encode_image(tiny.preprocess(image)).features
+        assert (emb.features - single).abs().max() < 1e-5
+    with pytest.raises(InputError, match="batch_size must be >= 1"):
+        tiny.encode_images(images, batch_size=0)
