@@ -342,6 +342,14 @@ def main() -> None:
     if encoder:
         parts.append("\n" + ENCODER_HEADER)
         parts.append(encoder_speed_table(encoder))
+    profile = sorted((r for r in records if r["task"] == "profile"), key=lambda r: -r["mean"])
+    if profile:
+        total = sum(r["mean"] for r in profile)
+        parts.append(f"\n### Where the default path spends its time (OpenVINO per-layer counters, {total:.0f} ms "
+                     f"per image with counters on)\n\nCommand: `{profile[0]['command']}`\n")
+        parts.append("| layer type (kernel) | ms/image | share | layers |\n|---|---|---|---|\n" + "\n".join(
+            f"| {r['setting']['layer_type']} | {r['mean']:.1f} | {100 * r['mean'] / total:.1f} % | "
+            f"{r['setting']['layers']} |" for r in profile if r["mean"] >= 1))
     e2e = [r for r in records if r["task"] == "speed" and "encoder" in r["setting"]
            and r["metric"] in ("seconds_set_reference", "seconds_per_target", "predict_ms_encoder")]
     if e2e:

@@ -215,8 +215,11 @@ class EncoderRunner:
         return module
 
     def _build_eager(self):
+        return self._run_module(self._eager_module())
+
+    def _run_module(self, module: nn.Module):
+        """The eager (or compiled) call: input layout, autograd mode and precision as the options say."""
         o = self.options
-        module = self._eager_module()
 
         def run(pixels: torch.Tensor) -> torch.Tensor:
             x = pixels.float()
@@ -234,18 +237,7 @@ class EncoderRunner:
 
     # -- torch.compile ----------------------------------------------------------------------------------------------
     def _build_compiled(self):
-        eager = self._eager_module()
-        compiled = torch.compile(eager, dynamic=False)
-        cast = self.options.precision == "bfloat16"
-
-        def run(pixels: torch.Tensor) -> torch.Tensor:
-            x = pixels.float().contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), (torch.autocast("cpu", dtype=torch.bfloat16) if cast
-                                          else contextlib.nullcontext()):
-                out = compiled(x)
-            return out.float().clone(memory_format=torch.contiguous_format)
-
-        return run
+        return self._run_module(torch.compile(self._eager_module(), dynamic=False))
 
     # -- OpenVINO ---------------------------------------------------------------------------------------------------
     def _openvino_model_path(self) -> Path:

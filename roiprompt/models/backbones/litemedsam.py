@@ -174,16 +174,6 @@ class TestLiteMedSAM(LiteMedSAM):
     name = "test-litemedsam"
 
 
-def inference_options(fast: bool = True, **overrides) -> InferenceOptions:
-    """``InferenceOptions()`` (fast) or ``InferenceOptions.reference()`` (plain), with any switch overridden.
-
-    ``overrides`` are :class:`InferenceOptions` fields (runtime, precision, threads, channels_last, fold_bn,
-    inference_mode, tune_allocator); None leaves the ``fast`` default.
-    """
-    base = InferenceOptions() if fast else InferenceOptions.reference()
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-
 @register_backbone("litemedsam")
 def build_litemedsam_backbone(weights: str | Path | None = None, allow_download: bool = False, fast: bool = True,
                               *, verify_hash: bool = True, **inference) -> LiteMedSAM:
@@ -192,7 +182,7 @@ def build_litemedsam_backbone(weights: str | Path | None = None, allow_download:
     Args:
         weights: a ``.pth`` state dict (plain, or wrapped in ``{"model": ...}``); None = the bundled file.
         allow_download: passed to the resolver (``LITEMEDSAM`` has no hub copy, so it changes nothing today).
-        fast: the fast inference path (default) or the plain one (see :func:`inference_options`).
+        fast: the fast inference path (default) or the plain one (``InferenceOptions.reference()``).
         verify_hash: check the file against the official SHA-256. Pass False for your own fine-tuned
             LiteMedSAM checkpoint; it is then guarded only by the strict key/shape check.
         **inference: :class:`InferenceOptions` fields overriding ``fast`` per switch (runtime, precision, threads,
@@ -243,8 +233,10 @@ def build_test_litemedsam(weights: str | Path | None = None, allow_download: boo
 
 
 def _options(fast: bool, overrides: dict) -> InferenceOptions:
+    """``InferenceOptions()`` (fast) or ``InferenceOptions.reference()`` (plain), with the given switches set."""
     fields = set(InferenceOptions.__dataclass_fields__)
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise InputError(f"unknown LiteMedSAM option(s) {unknown}; inference options are {sorted(fields)}")
-    return inference_options(fast, **overrides)
+    base = InferenceOptions() if fast else InferenceOptions.reference()
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
