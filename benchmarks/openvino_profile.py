@@ -1,8 +1,13 @@
-"""Where the default (OpenVINO float32) LiteMedSAM encoder spends its time: OpenVINO's per-layer counters summed
-by layer type, mean of --repeats inferences of one 256x256 image. Explains the distance to the arithmetic floor
-that benchmarks/speed.py reports. Run it alone.
+"""Where the default (OpenVINO float32) LiteMedSAM encoder spends its time, and how far each layer is from its
+roofline: OpenVINO's per-layer counters (mean of --repeats inferences of one 256x256 image), each layer's FLOPs
+and bytes read from its shapes, and the machine's peak GFLOP/s and copy bandwidth measured in the same run.
 
-    python benchmarks/openvino_profile.py [--repeats 3] [--threads 2]
+Each layer at ``max(FLOPs / peak, bytes / bandwidth)``, summed, is the *roofline estimate*: closer to what the
+hardware allows than the arithmetic floor (FLOPs / peak) that benchmarks/speed.py reports, because the stage-0
+convolutions at 256x256 and the window reshuffles are limited by memory, not arithmetic. An estimate, not a bound:
+tensors that stay in cache move faster than the DRAM copy bandwidth. Run it alone.
+
+    python benchmarks/openvino_profile.py [--repeats 5] [--threads 2]
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import argparse
 import copy
 import shlex
 import sys
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -20,12 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from roiprompt.engine.records import make_record, write_records  # noqa: E402
+from roiprompt.engine.speed_bench import (copy_bandwidth_gbs, encoder_gflops, openvino_layer_costs,  # noqa: E402
+                                          peak_gflops)
 from roiprompt.models.backbones import load_backbone  # noqa: E402
-
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "openvino_profile.json"))
     args = p.parse_args()
@@ -38,30 +44,49 @@ def main() -> int:
     with torch.no_grad():  # the conversion EncoderRunner makes (dynamic batch)
         model = ov.convert_model(source, example_input=x, input=[ov.PartialShape([-1, 3, 256, 256])])
     compiled = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True,
+                                                      "INFERENCE_PRECISION_HINT": "f32",
                                                       "INFERENCE_NUM_THREADS": args.threads})
-    request = compiled.create_infer_request()
-    for _ in range(2):
-        request.infer([x.numpy()])
-    ms, calls = Counter(), Counter()
-    for _ in range(args.repeats):
-        request.infer([x.numpy()])
-        for layer in request.profiling_info:
-            key = f"{layer.node_type} ({layer.exec_type})"
-            ms[key] += layer.real_time.total_seconds() * 1e3 / args.repeats
-            calls[key] += 1
-    total = sum(ms.values())
-    print(f"total {total:.0f} ms per image ({args.threads} threads)\n{'layer type (kernel)':45s}{'ms':>8s}{'share':>7s}"
-          f"{'layers':>8s}")
+    peaks = [peak_gflops(args.threads)]
+    bandwidths = [copy_bandwidth_gbs(args.threads)]
+    costs = openvino_layer_costs(compiled, [x.numpy()], args.repeats)
+    peaks.append(peak_gflops(args.threads))
+    bandwidths.append(copy_bandwidth_gbs(args.threads))
+    peak, bandwidth = max(peaks), max(bandwidths)
+
+    by_type: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for layer in costs:
+        row = by_type[layer.kind]
+        row["ms"] += layer.ms
+        row["layers"] += 1
+        row["gflop"] += layer.flops / 1e9
+        row["mb"] += layer.bytes / 1e6
+        row["roofline_ms"] += max(layer.flops / (peak * 1e9), layer.bytes / (bandwidth * 1e9)) * 1e3
+    total = sum(r["ms"] for r in by_type.values())
+    gflop = sum(r["gflop"] for r in by_type.values())
+    roofline = sum(r["roofline_ms"] for r in by_type.values())
+    arithmetic = encoder_gflops() / peak * 1e3
+    print(f"peak {peak:.0f} GFLOP/s, copy bandwidth {bandwidth:.1f} GB/s, {args.threads} threads\n"
+          f"measured {total:.0f} ms/image (counters on); GFLOP counted from layer shapes {gflop:.1f}\n"
+          f"arithmetic floor {arithmetic:.0f} ms (x{total / arithmetic:.2f}); roofline estimate {roofline:.0f} ms "
+          f"(x{total / roofline:.2f})\n")
+    print(f"{'layer type (kernel)':40s}{'ms':>8s}{'share':>7s}{'layers':>7s}{'GFLOP':>7s}{'GFLOP/s':>8s}{'MB':>7s}"
+          f"{'roofline ms':>12s}")
     records = []
-    for key, value in ms.most_common():
-        n = calls[key] // args.repeats
-        if value >= 1:
-            print(f"{key:45s}{value:8.1f}{100 * value / total:6.1f}%{n:8d}")
+    for key, r in sorted(by_type.items(), key=lambda kv: -kv[1]["ms"]):
+        rate = r["gflop"] / r["ms"] * 1e3 if r["gflop"] else 0.0
+        if r["ms"] >= 1:
+            print(f"{key:40s}{r['ms']:8.1f}{100 * r['ms'] / total:6.1f}%{int(r['layers']):7d}{r['gflop']:7.2f}"
+                  f"{rate:8.0f}{r['mb']:7.0f}{r['roofline_ms']:12.1f}")
         records.append(make_record(
             method="litemedsam_encoder", backbone="litemedsam", dataset="random 256x256", structure=None,
-            task="profile", setting={"runtime": "openvino", "threads": args.threads, "layer_type": key, "layers": n},
-            metric="ms_per_image", summary={"mean": value, "ci95": [value, value], "n": args.repeats},
-            seconds_per_image=total / 1e3, command=command))
+            task="profile", setting={"runtime": "openvino", "threads": args.threads, "layer_type": key,
+                                     "layers": int(r["layers"])},
+            metric="ms_per_image", summary={"mean": r["ms"], "ci95": [r["ms"], r["ms"]], "n": args.repeats},
+            seconds_per_image=total / 1e3, command=command,
+            extra={"gflop": round(r["gflop"], 3), "mb_moved": round(r["mb"], 1),
+                   "roofline_ms": round(r["roofline_ms"], 2), "peak_gflops": round(peak, 1),
+                   "copy_bandwidth_gbs": round(bandwidth, 2), "arithmetic_floor_ms": round(arithmetic, 1),
+                   "roofline_estimate_ms": round(roofline, 1), "total_ms": round(total, 1)}))
     print(f"\nwrote {write_records(args.json, records)}")
     return 0
 

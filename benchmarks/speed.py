@@ -21,36 +21,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from roiprompt.data import load_dataset  # noqa: E402
 from roiprompt.engine.inference import cpu_has_native_bf16  # noqa: E402
 from roiprompt.engine.records import make_record, write_records  # noqa: E402
 from roiprompt.engine.speed_bench import (REDUCED_PRECISION, VARIANTS, Job, Workers, dice_and_delta,  # noqa: E402
-                                          encoder_gflops, median, peak_gflops, round_robin)
-from roiprompt.models.backbones import load_backbone  # noqa: E402
-from roiprompt.prompts.transforms import Frame, box_from_mask  # noqa: E402
+                                          encoder_gflops, load_images, median, peak_gflops, round_robin)
 
 DEFAULT_VARIANTS = "reference,plain,default,eager_allocator,eager_channels_last,eager,compile,eager_bf16"
-SOURCES = (("kvasir_seg", None), ("busbra", None), ("jsrt", "heart"))
-
-
-def load_images(n: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """The first test images of each source, ~n/3 each: (N, 3, 256, 256) pixels, (N, 4) GT boxes, names."""
-    prep = load_backbone("test-litemedsam")  # same preprocessing and frame as litemedsam, nothing to load
-    pixels, boxes, names = [], [], []
-    for k, (dataset, structure) in enumerate(SOURCES):
-        test = load_dataset(dataset).split("test")
-        for i in range(n // len(SOURCES) + (k < n % len(SOURCES))):
-            sample = test[i]
-            gt = sample.mask(structure)
-            pixels.append(prep.preprocess(sample.image))
-            boxes.append(Frame(gt.shape, prep.input_size).box_to_model(box_from_mask(gt)))
-            names.append(f"{dataset}/{sample.id}")
-    return torch.cat(pixels), torch.as_tensor(np.stack(boxes), dtype=torch.float32), names
 
 
 def main() -> int:

@@ -17,6 +17,7 @@ variant's 256x256 low-resolution logits with the reference's (mask = logits > 0)
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import resource
 import statistics
@@ -186,6 +187,84 @@ def peak_gflops(threads: int, n: int = 2048, repeats: int = 5, dtype: torch.dtyp
     return 2 * n**3 / best / 1e9
 
 
+BYTES = 4  # float32 activations and weights, for the bytes a layer moves
+
+
+def copy_bandwidth_gbs(threads: int, mib: int = 256, repeats: int = 5) -> float:
+    """Best-of-``repeats`` bandwidth of copying a ``mib`` MiB float32 tensor (bytes read + written per second)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    src = torch.rand(mib * 2**20 // BYTES)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - start)
+    torch.set_num_threads(old)
+    return 2 * src.numel() * BYTES / best / 1e9
+
+
+def layer_flops(node_type: str, inputs: list[list[int]], output: list[int]) -> float:
+    """Multiply-add FLOPs (x2) of the matrix-product layers from their shapes; 0 for the others (their few
+    element-wise FLOPs are negligible: they are bound by memory).
+
+    FullyConnected / MatMul: out x K; (Group)Convolution: out x (C_in / groups) x kh x kw; OpenVINO's fused
+    attention ``Subgraph`` (q, k, bias, v of shape (B*, h, N, d)): 2 x B* h N N d for q k^T and for attn v.
+    """
+    out = math.prod(output)
+    if node_type == "FullyConnected":
+        return 2 * out * inputs[1][-1]  # weight (out_features, K)
+    if node_type == "MatMul":
+        return 2 * out * inputs[0][-1]
+    if node_type == "Convolution":
+        return 2 * out * math.prod(inputs[1][1:])  # weight (C_out, C_in, kh, kw)
+    if node_type == "GroupConvolution":
+        return 2 * out * math.prod(inputs[1][2:])  # weight (G, C_out/G, C_in/G, kh, kw)
+    if node_type == "Subgraph" and len(inputs) == 4 and len(inputs[0]) == 4 and inputs[0] == inputs[3]:
+        b, h, n, d = inputs[0]
+        return 4 * b * h * n * n * d
+    return 0.0
+
+
+@dataclass
+class LayerCost:
+    """One executed OpenVINO layer: mean ms per inference, FLOPs and bytes read + written (float32)."""
+
+    name: str
+    kind: str  # "node type (kernel)", e.g. "FullyConnected (gemm_mlas_f32)"
+    ms: float
+    flops: float
+    bytes: float
+
+
+def openvino_layer_costs(compiled, inputs: list, repeats: int) -> list[LayerCost]:
+    """Per-layer cost of ``compiled`` (an OpenVINO CompiledModel built with ``PERF_COUNT``): the mean of ``repeats``
+    inferences of ``inputs``, with FLOPs (:func:`layer_flops`) and bytes from the shapes of the executed graph,
+    after OpenVINO's fusions."""
+    request = compiled.create_infer_request()
+    request.infer(inputs)  # warm-up: first-inference allocations and kernel selection
+    ms: dict[str, float] = {}
+    kind: dict[str, str] = {}
+    for _ in range(repeats):
+        request.infer(inputs)
+        for layer in request.profiling_info:
+            ms[layer.node_name] = ms.get(layer.node_name, 0.0) + layer.real_time.total_seconds() * 1e3 / repeats
+            kind[layer.node_name] = f"{layer.node_type} ({layer.exec_type})"
+    costs = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        name = op.get_friendly_name()
+        if name not in ms:
+            continue
+        shapes_in = [list(op.input(i).get_partial_shape().to_shape()) for i in range(op.get_input_size())]
+        shapes_out = [list(op.output(i).get_partial_shape().to_shape()) for i in range(op.get_output_size())]
+        flops = layer_flops(kind[name].split(" ")[0], shapes_in, shapes_out[0] if shapes_out else [])
+        moved = BYTES * sum(math.prod(s) for s in shapes_in + shapes_out)
+        costs.append(LayerCost(name, kind[name], ms[name], flops, moved))
+    return costs
+
+
 def dice_and_delta(logits: torch.Tensor, reference: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-image Dice of (logits > 0) vs (reference > 0) (1 when both are empty) and max |delta logits|."""
     a, b = logits > 0, reference > 0
@@ -194,6 +273,30 @@ def dice_and_delta(logits: torch.Tensor, reference: torch.Tensor) -> tuple[np.nd
     dice = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
     delta = (logits - reference).abs().flatten(1).amax(1)
     return dice.numpy(), delta.numpy()
+
+
+#: the real images benchmarks/speed.py scores: (dataset, structure), first test images of each
+SOURCES = (("kvasir_seg", None), ("busbra", None), ("jsrt", "heart"))
+
+
+def load_images(n: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The first test images of each of :data:`SOURCES`, ~n/3 each, in the LiteMedSAM frame: (N, 3, 256, 256)
+    pixels, (N, 4) XYXY boxes of the ground-truth masks, and "dataset/id" names."""
+    from ..data import load_dataset
+    from ..models.backbones import load_backbone
+    from ..prompts.transforms import Frame, box_from_mask
+
+    prep = load_backbone("test-litemedsam")  # same preprocessing and frame as litemedsam, nothing to load
+    pixels, boxes, names = [], [], []
+    for k, (dataset, structure) in enumerate(SOURCES):
+        test = load_dataset(dataset).split("test")
+        for i in range(n // len(SOURCES) + (k < n % len(SOURCES))):
+            sample = test[i]
+            gt = sample.mask(structure)
+            pixels.append(prep.preprocess(sample.image))
+            boxes.append(Frame(gt.shape, prep.input_size).box_to_model(box_from_mask(gt)))
+            names.append(f"{dataset}/{sample.id}")
+    return torch.cat(pixels), torch.as_tensor(np.stack(boxes), dtype=torch.float32), names
 
 
 def median(values: list[float]) -> float:

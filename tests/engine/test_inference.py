@@ -16,7 +16,7 @@ from torch import nn
 from roiprompt.data import load_dataset
 from roiprompt.engine.inference import (EncoderRunner, InferenceOptions, cpu_has_native_bf16, fold_batchnorm,
                                         openvino_available)
-from roiprompt.engine.speed_bench import dice_and_delta, encoder_gflops
+from roiprompt.engine.speed_bench import dice_and_delta, encoder_gflops, load_images, openvino_layer_costs
 from roiprompt.errors import InputError
 from roiprompt.models.backbones import load_backbone
 from roiprompt.models.litemedsam.upstream import load_upstream_litemedsam
@@ -175,6 +175,33 @@ def test_options_are_validated():
 
 def test_encoder_flops_are_counted():
     assert 70 < encoder_gflops() < 80  # 74.9 GFLOP per 256x256 image (environment.md)
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+def test_openvino_layer_costs_count_every_flop():
+    """The profile's per-layer FLOPs (read from the executed graph's shapes) add up to PyTorch's own count."""
+    import openvino as ov
+    from torch.utils.flop_counter import FlopCounterMode
+
+    encoder = load_backbone("test-litemedsam").model.image_encoder.eval()  # tiny TinyViT, same layer kinds
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        encoder(x)
+    with torch.no_grad():
+        model = ov.convert_model(encoder, example_input=x)
+    compiled = ov.Core().compile_model(model, "CPU", {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": "f32"})
+    costs = openvino_layer_costs(compiled, [x.numpy()], repeats=1)
+    assert len(costs) > 10 and all(c.ms >= 0 and c.bytes > 0 for c in costs)
+    assert sum(c.flops for c in costs) == pytest.approx(counter.get_total_flops(), rel=0.01)
+    assert {c.kind.split(" ")[0] for c in costs} >= {"FullyConnected", "Convolution", "GroupConvolution"}
+
+
+def test_benchmark_images_are_real_and_boxed():
+    pixels, boxes, names = load_images(4)
+    assert pixels.shape == (4, 3, 256, 256) and boxes.shape == (4, 4)
+    assert [n.split("/")[0] for n in names] == ["kvasir_seg", "kvasir_seg", "busbra", "jsrt"]
+    assert pixels.std() > 0.05  # real images, not blanks
+    assert ((boxes >= 0) & (boxes <= 256)).all() and (boxes[:, 2:] > boxes[:, :2]).all()
 
 
 
