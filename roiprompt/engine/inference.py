@@ -1,7 +1,8 @@
 """CPU inference engine for frozen image encoders: one switch per speed-up, the fastest correct path by default.
 
 Every method pays for the image encoder (LiteMedSAM's TinyViT: ~75 GFLOP per 256x256 image), so
-:class:`EncoderRunner` runs it through one of these *runtimes*:
+:class:`EncoderRunner` runs it, for every SAM-family backbone (LiteMedSAM, SAM, MedSAM, SAM 2), through one of
+these *runtimes*:
 
 * ``"eager"``: PyTorch eager, with the exact speed-ups below;
 * ``"openvino"``: the module converted once to an OpenVINO model (IR cached on disk by checkpoint hash), then run
@@ -10,7 +11,8 @@ Every method pays for the image encoder (LiteMedSAM's TinyViT: ~75 GFLOP per 256
   embedding);
 * ``"compile"``: ``torch.compile`` (inductor). Similar speed to OpenVINO on this CPU but 20-60 s of compilation per
   process and input shape, so it is never the default;
-* ``"auto"`` (default): ``$ROIPROMPT_RUNTIME`` when set, else ``"openvino"`` when the package imports, else
+* ``"auto"`` (default): ``$ROIPROMPT_RUNTIME`` when set, else the encoder's preference (SAM-family ViTs: eager,
+  see :data:`roiprompt.models.backbones.sam.VIT_RUNTIME`), else ``"openvino"`` when the package imports, else
   ``"eager"``.
 
 Exact eager switches (results equal up to float rounding, all on by default):
@@ -41,6 +43,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -86,17 +89,33 @@ class InferenceOptions:
         """The plain path, as the published implementation runs: eager float32 NCHW, autograd on, glibc defaults."""
         return cls(runtime="eager", channels_last=False, fold_bn=False, inference_mode=False, tune_allocator=False)
 
-    def resolved(self) -> "InferenceOptions":
-        """``runtime="auto"`` replaced by the runtime that will actually run ($ROIPROMPT_RUNTIME, then OpenVINO
-        when installed, then eager)."""
+    def resolved(self, prefer: str | None = None) -> "InferenceOptions":
+        """``runtime="auto"`` replaced by the runtime that will actually run: ``$ROIPROMPT_RUNTIME`` when set, else
+        ``prefer`` (an encoder's own default, e.g. "eager" for ViTs), else OpenVINO when installed, else eager."""
         if self.runtime != "auto":
             return self
         chosen = os.environ.get("ROIPROMPT_RUNTIME", "auto")
         if chosen not in RUNTIMES:
             raise InputError(f"$ROIPROMPT_RUNTIME is {chosen!r}; choose one of {RUNTIMES}")
         if chosen == "auto":
-            chosen = "openvino" if openvino_available() else "eager"
+            chosen = prefer or ("openvino" if openvino_available() else "eager")
         return replace(self, runtime=chosen)
+
+
+def inference_options(fast: bool = True, base: InferenceOptions | None = None, **overrides) -> InferenceOptions:
+    """``base`` (default: ``InferenceOptions()`` when ``fast``, else ``InferenceOptions.reference()``) with the
+    given switches set; None values are ignored, so builders can forward their keyword arguments as they are.
+
+    Raises:
+        InputError: an unknown option name or value.
+    """
+    fields = set(InferenceOptions.__dataclass_fields__)
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise InputError(f"unknown inference option(s) {unknown}; the options are {sorted(fields)}")
+    if base is None:
+        base = InferenceOptions() if fast else InferenceOptions.reference()
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def openvino_available() -> bool:
@@ -164,22 +183,30 @@ def _ovc_telemetry_declined():
 
 
 class EncoderRunner:
-    """Runs one frozen image encoder ``(B, 3, S, S) -> (B, C, h, w)`` on the runtime that ``options`` asks for.
+    """Runs one frozen image encoder ``(B, 3, S, S) -> tensor or tuple of tensors`` on the runtime that ``options``
+    asks for (a tuple for multi-scale encoders such as SAM 2's).
 
     The encoder module itself is never modified: optimised copies are built lazily on the first call (an
     OpenVINO conversion takes ~15-40 s once per machine and checkpoint, then it is read from
-    :func:`runtime_cache_dir`).
+    :func:`runtime_cache_dir`). A module moved to an accelerator runs as it is (these are CPU paths). When the
+    runtime was chosen automatically and the OpenVINO conversion fails (an architecture it cannot trace), the
+    runner warns and runs eager; an explicit ``runtime="openvino"`` raises instead.
 
     Args:
         module: the encoder (eval mode, frozen).
         options: :class:`InferenceOptions`.
         input_size: S, the square input side (fixes the converted model's spatial shape; the batch stays dynamic).
-        key: identifies the weights (checkpoint SHA-256 plus architecture name) for the on-disk OpenVINO cache.
+        key: identifies the weights (checkpoint SHA-256 plus architecture name) for the on-disk OpenVINO cache;
+            None (weights of unknown origin) converts in memory and caches nothing.
+        prefer: what ``runtime="auto"`` means for this encoder when ``$ROIPROMPT_RUNTIME`` is unset (default:
+            OpenVINO when installed, else eager).
     """
 
-    def __init__(self, module: nn.Module, options: InferenceOptions, *, input_size: int, key: str) -> None:
+    def __init__(self, module: nn.Module, options: InferenceOptions, *, input_size: int, key: str | None,
+                 prefer: str | None = None) -> None:
         self.module = module
-        self.options = options.resolved()
+        self._chosen_automatically = options.runtime == "auto"
+        self.options = options.resolved(prefer)
         self.input_size = input_size
         self.key = key
         self._impl = None
@@ -196,11 +223,28 @@ class EncoderRunner:
         """The runtime that runs ("eager", "openvino" or "compile"; never "auto")."""
         return self.options.runtime
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        param = next(self.module.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        if device.type != "cpu":
+            with torch.inference_mode():
+                out = self.module(pixels.to(device=device, dtype=torch.float32))
+            return _detached(out)
         if self._impl is None:
-            self._impl = {"eager": self._build_eager, "openvino": self._build_openvino,
-                          "compile": self._build_compiled}[self.runtime]()
+            self._impl = self._build()
         return self._impl(pixels)
+
+    def _build(self):
+        builders = {"eager": self._build_eager, "openvino": self._build_openvino, "compile": self._build_compiled}
+        try:
+            return builders[self.runtime]()
+        except Exception as error:  # noqa: BLE001 - any conversion failure: fall back only when we chose OpenVINO
+            if self.runtime != "openvino" or not self._chosen_automatically:
+                raise
+            logger.warning("OpenVINO could not convert this encoder (%s: %s); running it eager instead",
+                           type(error).__name__, error)
+            self.options = replace(self.options, runtime="eager")
+            return self._build_eager()
 
     # -- eager ----------------------------------------------------------------------------------------------------
     def _eager_module(self) -> nn.Module:
@@ -221,7 +265,7 @@ class EncoderRunner:
         """The eager (or compiled) call: input layout, autograd mode and precision as the options say."""
         o = self.options
 
-        def run(pixels: torch.Tensor) -> torch.Tensor:
+        def run(pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
             x = pixels.float()
             if o.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -230,8 +274,7 @@ class EncoderRunner:
                     else contextlib.nullcontext())
             with grad, cast:
                 out = module(x)
-            # a plain float32 contiguous tensor outside inference mode, so callers may train heads on it
-            return out.float().clone(memory_format=torch.contiguous_format)
+            return _detached(out)
 
         return run
 
@@ -240,9 +283,11 @@ class EncoderRunner:
         return self._run_module(torch.compile(self._eager_module(), dynamic=False))
 
     # -- OpenVINO ---------------------------------------------------------------------------------------------------
-    def _openvino_model_path(self) -> Path:
+    def _openvino_model_path(self) -> Path | None:
         import openvino as ov
 
+        if self.key is None:
+            return None
         version = ov.__version__.split("-")[0]
         return runtime_cache_dir() / f"{self.key}-s{self.input_size}-ov{version}.xml"
 
@@ -252,7 +297,7 @@ class EncoderRunner:
 
         path = self._openvino_model_path()
         core = ov.Core()
-        if path.is_file():
+        if path is not None and path.is_file():
             model = core.read_model(path)
         else:
             logger.info("converting the image encoder to OpenVINO (once per machine and checkpoint): %s", path)
@@ -262,11 +307,12 @@ class EncoderRunner:
             with torch.no_grad(), _ovc_telemetry_declined():
                 model = ov.convert_model(source, example_input=torch.zeros(1, 3, s, s),
                                          input=[ov.PartialShape([-1, 3, s, s])])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.xml")
-            ov.save_model(model, tmp, compress_to_fp16=False)  # keep the float32 weights bit-exact
-            tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
-            tmp.replace(path)  # the .xml last: a reader never sees an .xml without its .bin
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.xml")
+                ov.save_model(model, tmp, compress_to_fp16=False)  # keep the float32 weights bit-exact
+                tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+                tmp.replace(path)  # the .xml last: a reader never sees an .xml without its .bin
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if self.options.threads is not None:
             config["INFERENCE_NUM_THREADS"] = self.options.threads
@@ -280,9 +326,18 @@ class EncoderRunner:
         compiled = core.compile_model(model, "CPU", config)
         request = compiled.create_infer_request()
 
-        def run(pixels: torch.Tensor) -> torch.Tensor:
+        def run(pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
             x = np.ascontiguousarray(pixels.detach().float().cpu().numpy())
-            out = request.infer([x])[compiled.output(0)]
-            return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+            results = request.infer([x])
+            outs = tuple(torch.from_numpy(np.array(results[o], dtype=np.float32, copy=True))
+                         for o in compiled.outputs)
+            return outs[0] if len(outs) == 1 else outs
 
         return run
+
+
+def _detached(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Plain float32 contiguous tensor(s) outside inference mode, so callers may train heads on them."""
+    if isinstance(out, torch.Tensor):
+        return out.float().clone(memory_format=torch.contiguous_format)
+    return tuple(t.float().clone(memory_format=torch.contiguous_format) for t in out)

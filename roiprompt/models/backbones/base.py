@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...engine.inference import EncoderRunner, InferenceOptions
 from ...errors import InputError
 
 
@@ -79,6 +80,14 @@ class Backbone(nn.Module):
     mask_size: int = 0
     point_prompts: bool = True
     weights_sha256: str | None = None
+    #: how the image encoder runs on the CPU (SAM-family backbones; None: the module runs as it is, e.g. CLIP,
+    #: whose last blocks MedFocusCLIP backpropagates through)
+    runner: EncoderRunner | None = None
+
+    @property
+    def inference(self) -> InferenceOptions | None:
+        """The image encoder's resolved inference options (``runtime`` is never "auto"), or None without a runner."""
+        return self.runner.options if self.runner is not None else None
 
     # -- capabilities -------------------------------------------------------------------------------------
     @property

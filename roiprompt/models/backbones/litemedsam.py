@@ -26,13 +26,12 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...engine.inference import EncoderRunner, InferenceOptions
+from ...engine.inference import EncoderRunner, InferenceOptions, inference_options
 from ...errors import InputError
 from ...prompts.transforms import Frame
 from ..litemedsam import LiteMedSAMModel, build_litemedsam
@@ -62,17 +61,12 @@ class LiteMedSAM(Backbone):
         self.input_size = model.image_encoder.img_size  # 256
         self.embed_size = model.image_encoder.grid  # 64
         self.mask_size = 4 * self.embed_size  # 256: the decoder upsamples the grid 4x
-        # Trained with box prompts (the MedSAM-on-laptop setting): on 8 JSRT targets, adding 8 prototype points to Med-PerSAM's box + mask
-        # prompt dropped left-lung Dice from 0.91 to 0.56, and points alone give near-empty masks.
+        # Trained with box prompts (the MedSAM-on-laptop setting): on 8 JSRT targets, adding 8 prototype points to
+        # Med-PerSAM's box + mask prompt dropped left-lung Dice from 0.91 to 0.56; points alone give near-empty masks.
         self.point_prompts = False
         self.weights_sha256 = weights_sha256
         self.runner = EncoderRunner(model.image_encoder, inference or InferenceOptions(), input_size=self.input_size,
                                     key=f"{self.name}-{(weights_sha256 or 'unhashed')[:16]}")
-
-    @property
-    def inference(self) -> InferenceOptions:
-        """The encoder's resolved inference options (``runtime`` is never "auto" here)."""
-        return self.runner.options
 
     @property
     def device(self) -> torch.device:
@@ -101,10 +95,6 @@ class LiteMedSAM(Backbone):
         if pixels.ndim != 4 or pixels.shape[1] != 3 or tuple(pixels.shape[2:]) != (s, s):
             raise InputError(f"{self.name}: pixels have shape {tuple(pixels.shape)}; expected (B, 3, {s}, {s}) "
                              "from preprocess()")
-        if self.device.type != "cpu":  # the runner's paths are CPU paths; accelerators run the module as is
-            with torch.inference_mode():
-                features = self.model.image_encoder(pixels.to(device=self.device, dtype=torch.float32))
-            return ImageEmbedding(features.clone())
         return ImageEmbedding(self.runner(pixels))  # (B, 256, 64, 64) float32, no autograd graph
 
     def decode(self, embedding: ImageEmbedding, points: torch.Tensor | None = None,
@@ -193,7 +183,7 @@ def build_litemedsam_backbone(weights: str | Path | None = None, allow_download:
         CheckpointError: no weights, a hash mismatch (the message names the file), an unreadable file, or keys /
             shapes that do not fit the architecture (the message names them).
     """
-    options = _options(fast, inference)
+    options = inference_options(fast, **inference)
     if verify_hash or weights is None:
         path = resolve_weights(LITEMEDSAM, weights, allow_download)
         sha = LITEMEDSAM.sha256 or sha256_of(path)  # resolve_weights has just verified this hash
@@ -215,7 +205,7 @@ def build_test_litemedsam(weights: str | Path | None = None, allow_download: boo
     dict of this tiny architecture instead (strictly, no hash). Runs eager by default (``runtime=`` overrides).
     """
     # eager unless asked: converting a model this small to OpenVINO costs more than it could ever save
-    options = _options(fast, {"runtime": "eager", **inference})
+    options = inference_options(fast, **{"runtime": "eager", **inference})
     with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG stream
         torch.manual_seed(seed)
         model = build_litemedsam(**TEST_ARCH)
@@ -230,13 +220,3 @@ def build_test_litemedsam(weights: str | Path | None = None, allow_download: boo
             digest.update(value.detach().cpu().contiguous().numpy().tobytes())
         sha = digest.hexdigest()
     return TestLiteMedSAM(model, inference=options, weights_sha256=sha)
-
-
-def _options(fast: bool, overrides: dict) -> InferenceOptions:
-    """``InferenceOptions()`` (fast) or ``InferenceOptions.reference()`` (plain), with the given switches set."""
-    fields = set(InferenceOptions.__dataclass_fields__)
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise InputError(f"unknown LiteMedSAM option(s) {unknown}; inference options are {sorted(fields)}")
-    base = InferenceOptions() if fast else InferenceOptions.reference()
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -30,6 +30,9 @@ from typing import Literal
 import numpy as np
 import torch
 
+from torch import nn
+
+from ...engine.inference import EncoderRunner, InferenceOptions, inference_options
 from ...errors import CheckpointError, InputError
 from ...prompts.transforms import Frame
 from ..weights import load_into, load_state_dict, sha256_of
@@ -102,6 +105,36 @@ def load_hf_folder(model_cls: type, weights: str | Path | None, *, model_types: 
 
 
 # -- the backbone ---------------------------------------------------------------------------------------------------
+#: the fast path for ViT / Hiera encoders: no BatchNorm to fold and no convolution-heavy stage for channels-last,
+#: so no private copy of a (possibly 2.5 GB) encoder is made
+VIT_FAST = InferenceOptions(channels_last=False, fold_bn=False)
+#: what ``runtime="auto"`` means for them (unless ``$ROIPROMPT_RUNTIME`` says otherwise): eager with inference mode
+#: and the allocator tuning. OpenVINO stays opt-in because on SAM ViT-B it measured no faster than eager here
+#: (benchmarks/sam_encoder_speed.py) while its one-off conversion takes minutes.
+VIT_RUNTIME = "eager"
+
+
+class ImageEmbeddings(nn.Module):
+    """``model.get_image_embeddings`` as a module (what :class:`EncoderRunner` runs and OpenVINO converts); a
+    tuple for SAM 2's multi-scale maps."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.model.get_image_embeddings(pixels)
+        return tuple(out) if isinstance(out, (list, tuple)) else out
+
+
+def encoder_runner(backbone: Backbone, model, inference: InferenceOptions | None) -> EncoderRunner:
+    """The runner of a transformers SAM-family model's image encoder (default: :data:`VIT_FAST`); the OpenVINO
+    cache key is the checkpoint hash (none for in-memory weights: converted in memory, nothing cached)."""
+    key = f"{backbone.name}-{backbone.weights_sha256[:16]}" if backbone.weights_sha256 else None
+    return EncoderRunner(ImageEmbeddings(model), inference or VIT_FAST, input_size=backbone.input_size, key=key,
+                         prefer=VIT_RUNTIME)
+
+
 class SamBackbone(Backbone):
     """A transformers ``SamModel`` (SAM ViT-B/L/H, MedSAM, SlimSAM, tiny test configs) as a :class:`Backbone`.
 
@@ -113,11 +146,13 @@ class SamBackbone(Backbone):
             MedSAM squashes the image to 1024x1024; we keep the aspect ratio and pad instead, like SAM and
             LiteMedSAM, so one :class:`Frame` maps prompts for every backbone.
         weights_sha256: hash of the loaded checkpoint (embedding cache key).
+        inference: how the image encoder runs on the CPU (default :data:`VIT_FAST`).
     """
 
     name = "sam"
 
-    def __init__(self, model, normalization: Normalization = "sam", weights_sha256: str | None = None) -> None:
+    def __init__(self, model, normalization: Normalization = "sam", weights_sha256: str | None = None,
+                 inference: InferenceOptions | None = None) -> None:
         super().__init__()
         if normalization not in ("sam", "minmax"):
             raise InputError(f"normalization={normalization!r}; expected 'sam' or 'minmax'")
@@ -128,6 +163,7 @@ class SamBackbone(Backbone):
         self.input_size = int(prompt_cfg.image_size)  # 1024 for real SAM
         self.embed_size = int(prompt_cfg.image_size // prompt_cfg.patch_size)  # 64
         self.mask_size = 4 * self.embed_size  # the decoder upsamples the grid 4x: 256
+        self.runner = encoder_runner(self, model, inference)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """HxW or HxWx3 uint8 in [0, 255] -> (1, 3, S, S) float32: normalised, longest side S, zero pad."""
@@ -145,8 +181,7 @@ class SamBackbone(Backbone):
     def encode_image(self, pixels: torch.Tensor) -> ImageEmbedding:
         """(B, 3, S, S) from :meth:`preprocess` -> ImageEmbedding(features=(B, 256, 64, 64))."""
         check_pixels(pixels, self.input_size, self.name)
-        device = next(self.model.parameters()).device
-        return ImageEmbedding(self.model.get_image_embeddings(pixels.to(device)))  # (B, 256, 64, 64)
+        return ImageEmbedding(self.runner(pixels))  # (B, 256, 64, 64)
 
     def decode(self, embedding: ImageEmbedding, points: torch.Tensor | None = None,
                point_labels: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
@@ -315,7 +350,7 @@ def load_original_sam(path: str | Path):
 
 # -- builders -------------------------------------------------------------------------------------------------------
 def _build(cls: type[SamBackbone], hub_id: str, weights: str | None, allow_download: bool,
-           normalization: Normalization) -> SamBackbone:
+           normalization: Normalization, fast: bool, inference: dict) -> SamBackbone:
     from transformers import SamModel
 
     if weights is not None and Path(weights).is_file():
@@ -323,23 +358,29 @@ def _build(cls: type[SamBackbone], hub_id: str, weights: str | None, allow_downl
     else:
         model, sha = load_hf_folder(SamModel, weights, model_types=("sam",), hub_id=hub_id,
                                     allow_download=allow_download, arch=cls.name)
-    return cls(model, normalization=normalization, weights_sha256=sha)
+    options = inference_options(fast, base=VIT_FAST if fast else None, **inference)
+    return cls(model, normalization=normalization, weights_sha256=sha, inference=options)
 
 
 @register_backbone("sam")
 def build_sam(weights: str | None = None, allow_download: bool = False,
-              normalization: Normalization = "sam") -> SamBackbone:
+              normalization: Normalization = "sam", fast: bool = True, **inference) -> SamBackbone:
     """Official SAM from a local Hugging Face folder or a segment-anything ``.pth`` file.
+
+    ``fast`` and ``**inference`` (runtime, precision, threads, ...) set how the image encoder runs, as for
+    LiteMedSAM (:func:`roiprompt.engine.inference.inference_options`).
 
     Raises:
         CheckpointError: ``weights`` is None (SAM ships no offline weights; ``facebook/sam-vit-base`` is fetched
             only with ``allow_download=True``), or the folder/file is missing, unsafe or does not fit.
     """
-    return _build(SamBackbone, "facebook/sam-vit-base", weights, allow_download, normalization)
+    return _build(SamBackbone, "facebook/sam-vit-base", weights, allow_download, normalization, fast, inference)
 
 
 @register_backbone("medsam")
 def build_medsam(weights: str | None = None, allow_download: bool = False,
-                 normalization: Normalization = "minmax") -> SamBackbone:
-    """MedSAM from a local Hugging Face folder (``wanglab/medsam-vit-base`` layout) or ``medsam_vit_b.pth``."""
-    return _build(MedSamBackbone, "wanglab/medsam-vit-base", weights, allow_download, normalization)
+                 normalization: Normalization = "minmax", fast: bool = True, **inference) -> SamBackbone:
+    """MedSAM from a local Hugging Face folder (``wanglab/medsam-vit-base`` layout) or ``medsam_vit_b.pth``;
+    ``fast`` and ``**inference`` as for :func:`build_sam`."""
+    return _build(MedSamBackbone, "wanglab/medsam-vit-base", weights, allow_download, normalization, fast,
+                  inference)

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...engine.inference import InferenceOptions, inference_options
 from ...errors import InputError
 from ...prompts.transforms import Frame
 from .base import Backbone, ImageEmbedding, register_backbone
 from .base import image_to_tensor
-from .sam import IMAGENET_MEAN, IMAGENET_STD, check_pixels, load_hf_folder, sam_prompts
+from .sam import IMAGENET_MEAN, IMAGENET_STD, VIT_FAST, check_pixels, encoder_runner, load_hf_folder, sam_prompts
 
 HIGH_RES_KEYS = ("high_res_0", "high_res_1")  # 4x and 2x the embedding grid (256^2 and 128^2 for real SAM 2)
 
@@ -41,6 +42,7 @@ class Sam2Backbone(Backbone):
     Args:
         model: a ``transformers.Sam2Model``.
         weights_sha256: hash of the loaded checkpoint (embedding cache key).
+        inference: how the image encoder runs on the CPU (default ``VIT_FAST``: eager, inference mode).
 
     Note:
         ``decode(..., multimask=False)`` keeps SAM 2's own single-mask rule: in eval mode, when the single-mask
@@ -50,7 +52,7 @@ class Sam2Backbone(Backbone):
 
     name = "sam2"
 
-    def __init__(self, model, weights_sha256: str | None = None) -> None:
+    def __init__(self, model, weights_sha256: str | None = None, inference: InferenceOptions | None = None) -> None:
         super().__init__()
         self.model = model
         self.weights_sha256 = weights_sha256
@@ -58,6 +60,7 @@ class Sam2Backbone(Backbone):
         self.input_size = int(prompt_cfg.image_size)  # 1024
         self.embed_size = int(prompt_cfg.image_size // prompt_cfg.patch_size)  # 64
         self.mask_size = 4 * self.embed_size  # 256
+        self.runner = encoder_runner(self, model, inference)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """HxW or HxWx3 uint8 in [0, 255] -> (1, 3, S, S) float32: ImageNet-normalised, longest side S, zero pad."""
@@ -70,8 +73,7 @@ class Sam2Backbone(Backbone):
         """(B, 3, S, S) -> features (B, 256, 64, 64); extra high_res_0 (B, 32, 256, 256)
         and high_res_1 (B, 64, 128, 128)."""
         check_pixels(pixels, self.input_size, self.name)
-        device = next(self.model.parameters()).device
-        levels = self.model.get_image_embeddings(pixels.to(device))  # high -> low resolution
+        levels = self.runner(pixels)  # high -> low resolution
         return ImageEmbedding(levels[-1], dict(zip(HIGH_RES_KEYS, levels[:-1])))
 
     def decode(self, embedding: ImageEmbedding, points: torch.Tensor | None = None,
@@ -89,8 +91,10 @@ class Sam2Backbone(Backbone):
 
 
 @register_backbone("sam2")
-def build_sam2(weights: str | Path | None = None, allow_download: bool = False) -> Sam2Backbone:
-    """SAM 2 / 2.1 from a local Hugging Face-format folder (``config.json`` + ``model.safetensors``).
+def build_sam2(weights: str | Path | None = None, allow_download: bool = False, fast: bool = True,
+               **inference) -> Sam2Backbone:
+    """SAM 2 / 2.1 from a local Hugging Face-format folder (``config.json`` + ``model.safetensors``); ``fast`` and
+    ``**inference`` set how the image encoder runs, as for SAM.
 
     Raises:
         CheckpointError: ``weights`` is None (no offline default; ``facebook/sam2.1-hiera-tiny`` only with
@@ -100,4 +104,5 @@ def build_sam2(weights: str | Path | None = None, allow_download: bool = False) 
 
     model, sha = load_hf_folder(Sam2Model, weights, model_types=("sam2",), hub_id="facebook/sam2.1-hiera-tiny",
                                 allow_download=allow_download, arch="sam2")
-    return Sam2Backbone(model, weights_sha256=sha)
+    options = inference_options(fast, base=VIT_FAST if fast else None, **inference)
+    return Sam2Backbone(model, weights_sha256=sha, inference=options)

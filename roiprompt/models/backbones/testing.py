@@ -18,10 +18,11 @@ from typing import Literal
 
 import torch
 
+from ...engine.inference import inference_options
 from ...errors import CheckpointError
 from .base import register_backbone
 from .clip import ClipBackbone
-from .sam import SamBackbone
+from .sam import VIT_FAST, SamBackbone
 from .sam2 import Sam2Backbone
 
 Kind = Literal["sam", "sam2", "clip"]
@@ -130,15 +131,21 @@ class TinyClipBackbone(ClipBackbone):
 
 
 @register_backbone("test-sam")
-def build_test_sam(weights: str | None = None, allow_download: bool = False, seed: int = 0) -> SamBackbone:
+def build_test_sam(weights: str | None = None, allow_download: bool = False, seed: int = 0,
+                   **inference) -> SamBackbone:
+    """Tiny random SAM; eager by default, like every SAM-family backbone (``runtime=`` overrides)."""
     _no_weights("test-sam", weights)
-    return TinySamBackbone(tiny_model("sam", seed))
+    options = inference_options(base=VIT_FAST, **inference)
+    return TinySamBackbone(tiny_model("sam", seed), inference=options)
 
 
 @register_backbone("test-sam2")
-def build_test_sam2(weights: str | None = None, allow_download: bool = False, seed: int = 0) -> Sam2Backbone:
+def build_test_sam2(weights: str | None = None, allow_download: bool = False, seed: int = 0,
+                    **inference) -> Sam2Backbone:
+    """Tiny random SAM 2; eager by default (``runtime=`` overrides)."""
     _no_weights("test-sam2", weights)
-    return TinySam2Backbone(tiny_model("sam2", seed))
+    options = inference_options(base=VIT_FAST, **inference)
+    return TinySam2Backbone(tiny_model("sam2", seed), inference=options)
 
 
 @register_backbone("test-clip")
