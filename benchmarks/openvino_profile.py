@@ -7,7 +7,10 @@ hardware allows than the arithmetic floor (FLOPs / peak) that benchmarks/speed.p
 convolutions at 256x256 and the window reshuffles are limited by memory, not arithmetic. An estimate, not a bound:
 tensors that stay in cache move faster than the DRAM copy bandwidth. Run it alone.
 
-    python benchmarks/openvino_profile.py [--repeats 5] [--threads 2]
+    python benchmarks/openvino_profile.py [--repeats 5] [--threads 2] [--precision f32|bf16]
+
+``--precision bf16`` profiles what ``precision="bfloat16"`` runs (OpenVINO's bf16 inference hint), held to the
+bfloat16 matmul peak and with 2-byte activations in the roofline; it needs a CPU with native bf16.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from roiprompt.engine.inference import cpu_has_native_bf16  # noqa: E402
 from roiprompt.engine.records import make_record, write_records  # noqa: E402
 from roiprompt.engine.speed_bench import (copy_bandwidth_gbs, encoder_gflops, openvino_layer_costs,  # noqa: E402
                                           peak_gflops)
@@ -33,9 +37,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "openvino_profile.json"))
+    p.add_argument("--precision", choices=("f32", "bf16"), default="f32")
+    p.add_argument("--json", default=None, help="default: benchmarks/results/openvino_profile[_bf16].json")
     args = p.parse_args()
     import openvino as ov
+
+    bf16 = args.precision == "bf16"
+    if bf16 and not cpu_has_native_bf16():
+        p.exit(2, "--precision bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX)\n")
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    json_path = args.json or str(ROOT / "benchmarks" / "results" / f"openvino_profile{'_bf16' if bf16 else ''}.json")
 
     command = "python benchmarks/openvino_profile.py " + shlex.join(sys.argv[1:])
     encoder = load_backbone("litemedsam", runtime="eager").model.image_encoder
@@ -44,12 +55,12 @@ def main() -> int:
     with torch.no_grad():  # the conversion EncoderRunner makes (dynamic batch)
         model = ov.convert_model(source, example_input=x, input=[ov.PartialShape([-1, 3, 256, 256])])
     compiled = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True,
-                                                      "INFERENCE_PRECISION_HINT": "f32",
+                                                      "INFERENCE_PRECISION_HINT": args.precision,
                                                       "INFERENCE_NUM_THREADS": args.threads})
-    peaks = [peak_gflops(args.threads)]
+    peaks = [peak_gflops(args.threads, dtype=dtype)]
     bandwidths = [copy_bandwidth_gbs(args.threads)]
-    costs = openvino_layer_costs(compiled, [x.numpy()], args.repeats)
-    peaks.append(peak_gflops(args.threads))
+    costs = openvino_layer_costs(compiled, [x.numpy()], args.repeats, bytes_per_value=2 if bf16 else 4)
+    peaks.append(peak_gflops(args.threads, dtype=dtype))
     bandwidths.append(copy_bandwidth_gbs(args.threads))
     peak, bandwidth = max(peaks), max(bandwidths)
 
@@ -65,7 +76,7 @@ def main() -> int:
     gflop = sum(r["gflop"] for r in by_type.values())
     roofline = sum(r["roofline_ms"] for r in by_type.values())
     arithmetic = encoder_gflops() / peak * 1e3
-    print(f"peak {peak:.0f} GFLOP/s, copy bandwidth {bandwidth:.1f} GB/s, {args.threads} threads\n"
+    print(f"{args.precision}: peak {peak:.0f} GFLOP/s, copy bandwidth {bandwidth:.1f} GB/s, {args.threads} threads\n"
           f"measured {total:.0f} ms/image (counters on); GFLOP counted from layer shapes {gflop:.1f}\n"
           f"arithmetic floor {arithmetic:.0f} ms (x{total / arithmetic:.2f}); roofline estimate {roofline:.0f} ms "
           f"(x{total / roofline:.2f})\n")
@@ -79,7 +90,8 @@ def main() -> int:
                   f"{rate:8.0f}{r['mb']:7.0f}{r['roofline_ms']:12.1f}")
         records.append(make_record(
             method="litemedsam_encoder", backbone="litemedsam", dataset="random 256x256", structure=None,
-            task="profile", setting={"runtime": "openvino", "threads": args.threads, "layer_type": key,
+            task="profile", setting={"runtime": "openvino", "precision": args.precision, "threads": args.threads,
+                                     "layer_type": key,
                                      "layers": int(r["layers"])},
             metric="ms_per_image", summary={"mean": r["ms"], "ci95": [r["ms"], r["ms"]], "n": args.repeats},
             seconds_per_image=total / 1e3, command=command,
@@ -87,7 +99,7 @@ def main() -> int:
                    "roofline_ms": round(r["roofline_ms"], 2), "peak_gflops": round(peak, 1),
                    "copy_bandwidth_gbs": round(bandwidth, 2), "arithmetic_floor_ms": round(arithmetic, 1),
                    "roofline_estimate_ms": round(roofline, 1), "total_ms": round(total, 1)}))
-    print(f"\nwrote {write_records(args.json, records)}")
+    print(f"\nwrote {write_records(json_path, records)}")
     return 0
 
 

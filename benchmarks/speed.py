@@ -4,8 +4,11 @@ In ONE run, on the same real images (Kvasir-SEG, BUS-BRA, JSRT heart; first test
 variant: encoder ms/image at batch 1 (median of --repeats round-robin repeats over --time-images images), images/s
 at batch 1 and 8, peak RSS, set-up seconds (OpenVINO conversion / torch.compile included), Dice and max |delta
 logits| of its box-prompted masks against the reference's on every image, and the distance to the arithmetic floor
-(encoder FLOPs counted / the peak GFLOP/s of a 2048^3 float32 matrix product, measured at the start and the end of
-the run, the better of the two). ``default`` is ``openvino`` when OpenVINO is installed. Run it alone.
+(x floor: each timed pass over encoder FLOPs counted / the peak GFLOP/s of a 2048^3 matrix product in the variant's
+precision measured right before that pass, median over the passes; bfloat16 variants are held to the bfloat16
+peak).
+``default`` is ``openvino`` when OpenVINO is installed; ``openvino_bf16`` is what ``precision="bfloat16"`` runs
+there. Run it alone.
 
     python benchmarks/speed.py [--images 64] [--repeats 5] [--variants reference,default,...]
 
@@ -21,6 +24,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,7 +34,8 @@ from roiprompt.engine.records import make_record, write_records  # noqa: E402
 from roiprompt.engine.speed_bench import (REDUCED_PRECISION, VARIANTS, Job, Workers, dice_and_delta,  # noqa: E402
                                           encoder_gflops, load_images, median, peak_gflops, round_robin)
 
-DEFAULT_VARIANTS = "reference,plain,default,eager_allocator,eager_channels_last,eager,compile,eager_bf16"
+DEFAULT_VARIANTS = ("reference,plain,default,eager_allocator,eager_channels_last,eager,compile,openvino_bf16,"
+                    "openvino_bf16_all,eager_bf16,compile_bf16")
 
 
 def main() -> int:
@@ -55,7 +60,12 @@ def main() -> int:
     emulated = [v for v in variants if v in REDUCED_PRECISION and not native_bf16]
     full = [v for v in variants if v not in emulated]
 
-    peak_start = peak_gflops(args.threads)  # measured again at the end; the better of the two is the peak
+    def precision_of(variant: str) -> str:  # the precision whose matmul peak a variant is held to
+        return "bfloat16" if variant in REDUCED_PRECISION and native_bf16 else "float32"
+
+    def peak_now(variant: str) -> float:
+        return peak_gflops(args.threads, repeats=5, dtype=getattr(torch, precision_of(variant)))
+
     pixels, boxes, names = load_images(args.images)
     timing = pixels[:args.time_images]
     print(f"{len(names)} images; variants {variants}; {args.threads} threads; native bf16: {native_bf16}", flush=True)
@@ -67,41 +77,52 @@ def main() -> int:
         for v in emulated:
             logits[v] = workers.ask(v, Job("masks", pixels[:args.bf16_images], boxes[:args.bf16_images]))
         print("masks done", flush=True)
-        batch1 = round_robin(workers, full, Job("time", timing, batch=1), args.repeats)
+        # the machine's peak is measured right before each timed pass: the shared host has slow minutes, and a
+        # pass is compared with the floor of its own minute
+        batch1, peaks = round_robin(workers, full, Job("time", timing, batch=1), args.repeats, probe=peak_now)
         for v in full:
             workers.ask(v, Job("warm", timing, batch=8))
-        batch8 = round_robin(workers, full, Job("time", timing[:8], batch=8), args.repeats)
+        batch8, _ = round_robin(workers, full, Job("time", timing[:8], batch=8), args.repeats)
         for v in emulated:
             batch1[v] = [workers.ask(v, Job("time", timing[:1], batch=1))]
+            peaks[v] = [peak_now(v)]
         stats = {v: workers.ask(v, Job("stats")) for v in variants}
     finally:
         workers.close()
 
     gflop = encoder_gflops()
-    peak = max(peak_start, peak_gflops(args.threads))
-    floor_ms = 1e3 * gflop / peak
     ref_ms = 1e3 * median(batch1["reference"])
-    print(f"\nencoder {gflop:.1f} GFLOP/image; peak {peak:.0f} GFLOP/s (2048^3 fp32 matmul, {args.threads} threads); "
-          f"float32 floor {floor_ms:.0f} ms/image")
+    measured = {}  # precision -> every peak measured in the run
+    for v in variants:
+        measured.setdefault(precision_of(v), []).extend(peaks[v])
+    print(f"\nencoder {gflop:.1f} GFLOP/image; " + "; ".join(
+        f"{p} peak {median(m):.0f} GFLOP/s median ({min(m):.0f}-{max(m):.0f}; 2048^3 matmul, {args.threads} "
+        f"threads before each pass), floor {1e3 * gflop / median(m):.0f} ms/image" for p, m in measured.items()))
     header = (f"{'variant':20s}{'runtime':>15s}{'ms/img':>9s}{'x ref':>7s}{'x floor':>8s}{'img/s b1':>9s}"
               f"{'img/s b8':>9s}{'RSS MB':>8s}{'setup s':>8s}{'min Dice':>9s}{'max|dL|':>9s}{'n':>4s}")
     print(header)
     records = []
     for v in variants:
+        precision = precision_of(v)
         ms = 1e3 * median(batch1[v])
+        # x floor: each pass over its own minute's floor (FLOPs / the peak measured right before it), median
+        x_floor = [t / (gflop / peak) for t, peak in zip(batch1[v], peaks[v])]
+        peak, floor_ms = median(peaks[v]), 1e3 * gflop / median(peaks[v])
         ips1 = 1e3 / ms
         ips8 = 1 / median(batch8[v]) if v in batch8 else float("nan")
         dice, delta = dice_and_delta(logits[v], logits["reference"][:len(logits[v])])
-        note = " (emulated bf16)" if v in emulated else ""
-        print(f"{v:20s}{stats[v]['runtime']:>15s}{ms:9.0f}{ref_ms / ms:7.2f}{ms / floor_ms:8.2f}{ips1:9.2f}"
+        note = " (emulated bf16)" if v in emulated else " (x bf16 floor)" if precision == "bfloat16" else ""
+        print(f"{v:20s}{stats[v]['runtime']:>15s}{ms:9.0f}{ref_ms / ms:7.2f}{median(x_floor):8.2f}{ips1:9.2f}"
               f"{ips8:9.2f}{stats[v]['peak_rss_mb']:8.0f}{setup[v]:8.1f}{dice.min():9.4f}{delta.max():9.2e}"
               f"{len(dice):4d}{note}")
         setting = {"variant": v, "runtime": stats[v]["runtime"], "options": VARIANTS[v], "threads": args.threads,
                    "timed_images": len(timing) if v not in emulated else 1, "repeats": len(batch1[v]),
                    "native_bf16": native_bf16, "emulated": v in emulated}
         extra = {"peak_rss_mb": round(stats[v]["peak_rss_mb"], 1), "setup_seconds": round(setup[v], 2),
-                 "encoder_gflop": round(gflop, 2), "peak_gflops": round(peak, 1), "floor_ms": round(floor_ms, 1),
-                 "x_floor": round(ms / floor_ms, 3), "dice_min": float(dice.min()), "dice_mean": float(dice.mean()),
+                 "encoder_gflop": round(gflop, 2), "floor_precision": precision, "peak_gflops": round(peak, 1),
+                 "floor_ms": round(floor_ms, 1), "x_floor": round(median(x_floor), 3),
+                 "x_floor_fastest": round(min(x_floor), 3), "peaks_gflops": [round(x, 1) for x in peaks[v]],
+                 "dice_min": float(dice.min()), "dice_mean": float(dice.mean()),
                  "max_abs_delta_logits": float(delta.max()), "scored_images": names[:len(dice)]}
         common = dict(method="litemedsam_encoder", backbone="litemedsam", dataset="kvasir_seg+busbra+jsrt",
                       structure=None, task="speed", command=command, extra=extra)

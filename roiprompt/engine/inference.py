@@ -5,12 +5,13 @@ Every method pays for the image encoder (LiteMedSAM's TinyViT: ~75 GFLOP per 256
 these *runtimes*:
 
 * ``"eager"``: PyTorch eager, with the exact speed-ups below;
-* ``"openvino"``: the module converted once to an OpenVINO model (IR cached on disk by checkpoint hash), then run
+* ``"openvino"``: the module converted once to an OpenVINO model (IR cached on disk by checkpoint hash and
+  :func:`code_fingerprint`), then run
   by OpenVINO's CPU plugin, which fuses convolutions with their BatchNorm / GELU / residual and blocks the
   memory-bound stage 0 for the cache. Same float32 arithmetic up to summation order (max |delta| ~2e-6 on the
   embedding);
-* ``"compile"``: ``torch.compile`` (inductor). Similar speed to OpenVINO on this CPU but 20-60 s of compilation per
-  process and input shape, so it is never the default;
+* ``"compile"``: ``torch.compile`` (inductor, with weight freezing). Similar speed to OpenVINO on this CPU but
+  20-60 s of compilation per process and input shape, so it is never the default;
 * ``"auto"`` (default): ``$ROIPROMPT_RUNTIME`` when set, else the encoder's preference (SAM-family ViTs: eager,
   see :data:`roiprompt.models.backbones.sam.VIT_RUNTIME`), else ``"openvino"`` when the package imports, else
   ``"eager"``.
@@ -27,6 +28,11 @@ Exact eager switches (results equal up to float rounding, all on by default):
 Reduced precision is never implicit: ``precision="bfloat16"`` runs the encoder in bfloat16 (eager autocast, or
 OpenVINO's bf16 inference hint when the CPU reports native BF16) and returns float32. It changes the masks
 slightly (benchmarks/speed.py reports the Dice against float32) and is only faster on CPUs with AVX512-BF16/AMX.
+An encoder that splits into ``stem(pixels)`` and ``body(features)`` (``forward = body o stem``; LiteMedSAM's
+TinyViT does: its patch embedding, 0.4 % of the FLOPs) keeps its stem in float32 under bfloat16
+(``float32_stem``, on by default): the layer that reads the pixels is where 8-bit mantissas move the masks most.
+With OpenVINO the stem and the body are then two models, compiled in float32 and bf16, the body reading the
+stem's output in place.
 
 ``threads`` sets the intra-op threads of both PyTorch (process-wide) and OpenVINO.
 
@@ -39,8 +45,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import inspect
 import logging
 import os
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -66,6 +75,7 @@ class InferenceOptions:
         precision: "float32" (default) or "bfloat16" (explicit opt-in; masks change slightly).
         threads: intra-op threads for PyTorch (process-wide) and OpenVINO; None keeps the current setting.
         channels_last, fold_bn, inference_mode, tune_allocator: the exact eager speed-ups.
+        float32_stem: under bfloat16, run the encoder's ``stem`` (where it defines one) in float32.
     """
 
     runtime: str = "auto"
@@ -75,6 +85,7 @@ class InferenceOptions:
     fold_bn: bool = True
     inference_mode: bool = True
     tune_allocator: bool = True
+    float32_stem: bool = True
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -139,6 +150,23 @@ def cpu_has_native_bf16() -> bool:
 def runtime_cache_dir() -> Path:
     """``$ROIPROMPT_RUNTIME_CACHE`` or ``~/.cache/roiprompt/runtime``: converted OpenVINO models."""
     return Path(os.environ.get("ROIPROMPT_RUNTIME_CACHE", Path.home() / ".cache" / "roiprompt" / "runtime"))
+
+
+def code_fingerprint(module: nn.Module) -> str:
+    """A short hash of the code that defines ``module``: the source files of its roiprompt classes and of this
+    engine, and the versions of the other packages its classes come from (torch, transformers). A converted model
+    cached on disk is reused only by the code that converted it: an edited forward() converts again."""
+    files, versions = {Path(__file__)}, {f"torch {torch.__version__}"}
+    for m in module.modules():
+        top = type(m).__module__.split(".")[0]
+        if top == "roiprompt":
+            files.add(Path(inspect.getfile(type(m))))
+        else:
+            versions.add(f"{top} {getattr(sys.modules.get(top), '__version__', '?')}")
+    digest = hashlib.sha256("|".join(sorted(versions)).encode())
+    for path in sorted(files):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -209,6 +237,7 @@ class EncoderRunner:
         self.options = options.resolved(prefer)
         self.input_size = input_size
         self.key = key
+        self.code = code_fingerprint(module)  # part of the OpenVINO cache key
         self._impl = None
         if self.options.tune_allocator:
             configure_cpu_allocator()
@@ -222,6 +251,12 @@ class EncoderRunner:
     def runtime(self) -> str:
         """The runtime that runs ("eager", "openvino" or "compile"; never "auto")."""
         return self.options.runtime
+
+    @property
+    def mixed_precision(self) -> bool:
+        """Whether the encoder's stem runs in float32 and the rest in bfloat16 (see :class:`InferenceOptions`)."""
+        return (self.options.precision == "bfloat16" and self.options.float32_stem
+                and callable(getattr(self.module, "stem", None)) and callable(getattr(self.module, "body", None)))
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         param = next(self.module.parameters(), None)
@@ -248,6 +283,8 @@ class EncoderRunner:
 
     # -- eager ----------------------------------------------------------------------------------------------------
     def _eager_module(self) -> nn.Module:
+        """What the eager and compile runtimes run: a prepared private copy (or the module itself when no switch
+        needs one), with its stem kept in float32 under mixed precision."""
         o = self.options
         module = self.module
         if o.fold_bn or o.channels_last:
@@ -256,7 +293,7 @@ class EncoderRunner:
                 fold_batchnorm(module)
             if o.channels_last:
                 module.to(memory_format=torch.channels_last)
-        return module
+        return _Float32Stem(module) if self.mixed_precision else module
 
     def _build_eager(self):
         return self._run_module(self._eager_module())
@@ -280,39 +317,46 @@ class EncoderRunner:
 
     # -- torch.compile ----------------------------------------------------------------------------------------------
     def _build_compiled(self):
-        return self._run_module(torch.compile(self._eager_module(), dynamic=False))
+        # freezing: the frozen weights become graph constants that inductor folds and prepacks for oneDNN (a few
+        # per cent here, interleaved: bfloat16 446 vs 475 ms per image); the module is a private, frozen copy anyway
+        return self._run_module(torch.compile(self._eager_module(), dynamic=False, options={"freezing": True}))
 
     # -- OpenVINO ---------------------------------------------------------------------------------------------------
-    def _openvino_model_path(self) -> Path | None:
+    def _openvino_model_path(self, part: str = "") -> Path | None:
         import openvino as ov
 
         if self.key is None:
             return None
         version = ov.__version__.split("-")[0]
-        return runtime_cache_dir() / f"{self.key}-s{self.input_size}-ov{version}.xml"
+        return runtime_cache_dir() / f"{self.key}-s{self.input_size}-ov{version}-c{self.code}{part}.xml"
+
+    def _openvino_model(self, core, module: nn.Module, example: torch.Tensor, part: str = ""):
+        """``module`` as an OpenVINO model with a dynamic batch: read from the cache, else converted (and cached
+        when the weights have a key)."""
+        import openvino as ov
+
+        path = self._openvino_model_path(part)
+        if path is not None and path.is_file():
+            return core.read_model(path)
+        logger.info("converting the image encoder to OpenVINO (once per machine and checkpoint): %s", path)
+        # convert from a plain NCHW float32 copy; OpenVINO folds BatchNorm and picks its own layouts
+        source = copy.deepcopy(module).eval().to(memory_format=torch.contiguous_format)
+        with torch.no_grad(), _ovc_telemetry_declined():
+            model = ov.convert_model(source, example_input=example,
+                                     input=[ov.PartialShape([-1, *example.shape[1:]])])
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.xml")
+            ov.save_model(model, tmp, compress_to_fp16=False)  # keep the float32 weights bit-exact
+            tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+            tmp.replace(path)  # the .xml last: a reader never sees an .xml without its .bin
+        return model
 
     def _build_openvino(self):
         import numpy as np
         import openvino as ov
 
-        path = self._openvino_model_path()
         core = ov.Core()
-        if path is not None and path.is_file():
-            model = core.read_model(path)
-        else:
-            logger.info("converting the image encoder to OpenVINO (once per machine and checkpoint): %s", path)
-            s = self.input_size
-            # convert from a plain NCHW float32 copy; OpenVINO folds BatchNorm and picks its own layouts
-            source = copy.deepcopy(self.module).eval().to(memory_format=torch.contiguous_format)
-            with torch.no_grad(), _ovc_telemetry_declined():
-                model = ov.convert_model(source, example_input=torch.zeros(1, 3, s, s),
-                                         input=[ov.PartialShape([-1, 3, s, s])])
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.xml")
-                ov.save_model(model, tmp, compress_to_fp16=False)  # keep the float32 weights bit-exact
-                tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
-                tmp.replace(path)  # the .xml last: a reader never sees an .xml without its .bin
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if self.options.threads is not None:
             config["INFERENCE_NUM_THREADS"] = self.options.threads
@@ -322,18 +366,58 @@ class EncoderRunner:
             logger.warning("OpenVINO reports no BF16 on this CPU: bfloat16 falls back to eager autocast")
             self.options = replace(self.options, runtime="eager")
             return self._build_eager()
-        config["INFERENCE_PRECISION_HINT"] = "bf16" if bf16 else "f32"
-        compiled = core.compile_model(model, "CPU", config)
-        request = compiled.create_infer_request()
+        s = self.input_size
+        if self.mixed_precision:  # two models: OpenVINO's precision hint is per compiled model, not per layer
+            parts = [("-stem", _Method(self.module, "stem"), "f32"), ("-body", _Method(self.module, "body"), "bf16")]
+        else:
+            parts = [("", self.module, "bf16" if bf16 else "f32")]
+        stages = []
+        example = torch.zeros(1, 3, s, s)
+        for part, module, hint in parts:
+            if stages:  # the previous part's output, batch 1, is this part's example input
+                shape = list(stages[-1][0].outputs[0].get_partial_shape())[1:]
+                example = torch.zeros(1, *(d.get_length() for d in shape))
+            model = self._openvino_model(core, module, example, part)
+            compiled = core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": hint})
+            stages.append((compiled, compiled.create_infer_request()))
 
         def run(pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
             x = np.ascontiguousarray(pixels.detach().float().cpu().numpy())
-            results = request.infer([x])
-            outs = tuple(torch.from_numpy(np.array(results[o], dtype=np.float32, copy=True))
+            stages[0][1].infer([x], share_inputs=True)
+            for (_, previous), (_, request) in zip(stages, stages[1:]):
+                request.set_input_tensor(previous.get_output_tensor(0))  # in place: no copy between the parts
+                request.infer()
+            compiled, request = stages[-1]
+            outs = tuple(torch.from_numpy(np.array(request.get_tensor(o).data, dtype=np.float32, copy=True))
                          for o in compiled.outputs)
             return outs[0] if len(outs) == 1 else outs
 
         return run
+
+
+class _Method(nn.Module):
+    """One method of an encoder (``stem`` or ``body``) as a module's ``forward``, for conversion."""
+
+    def __init__(self, encoder: nn.Module, name: str) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.encoder, self.name)(x)
+
+
+class _Float32Stem(nn.Module):
+    """``body(stem(x))`` with the stem outside autocast (float32) and the body under the caller's autocast."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            x = self.encoder.stem(x.float())
+        return self.encoder.body(x)
 
 
 def _detached(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, ...]:

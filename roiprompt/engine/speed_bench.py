@@ -2,7 +2,10 @@
 
 Each *variant* runs in its own worker process, so process-wide settings (the glibc allocator, thread pools) and
 peak memory stay per variant, and the main process hands the workers the same work in turn (round robin, the order
-rotated every repeat), so the machine's noise falls on all of them alike.
+rotated every repeat), so the machine's noise falls on all of them alike. Between jobs an idle worker gives its
+free heap back to the system (``malloc_trim``), so a dozen variants fit in memory together; every timed job
+therefore encodes its first batch once, untimed, before the clock starts (the steady state of a process that has
+encoded an image before).
 
 Variants:
 
@@ -17,13 +20,15 @@ variant's 256x256 low-resolution logits with the reference's (mask = logits > 0)
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import multiprocessing as mp
 import resource
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,10 +43,12 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "eager": {"runtime": "eager"},
     "openvino": {"runtime": "openvino"},
     "compile": {"runtime": "compile"},
-    "eager_bf16": {"runtime": "eager", "precision": "bfloat16"},
     "openvino_bf16": {"runtime": "openvino", "precision": "bfloat16"},
+    "openvino_bf16_all": {"runtime": "openvino", "precision": "bfloat16", "float32_stem": False},
+    "eager_bf16": {"runtime": "eager", "precision": "bfloat16"},
+    "compile_bf16": {"runtime": "compile", "precision": "bfloat16"},
 }
-REDUCED_PRECISION = ("eager_bf16", "openvino_bf16")
+REDUCED_PRECISION = ("openvino_bf16", "openvino_bf16_all", "eager_bf16", "compile_bf16")
 
 
 @dataclass
@@ -101,29 +108,40 @@ def _worker(variant: str, threads: int, conn) -> None:
                 start = time.perf_counter()
                 model = _Model(variant, threads)
                 model.encode(torch.zeros(1, 3, 256, 256))  # lazy conversion / compilation happens here
-                conn.send(time.perf_counter() - start)
+                answer = time.perf_counter() - start
             elif job.kind == "warm":  # first call at another batch size (torch.compile recompiles per shape)
                 start = time.perf_counter()
                 model.encode(job.pixels[:job.batch])
-                conn.send(time.perf_counter() - start)
+                answer = time.perf_counter() - start
             elif job.kind == "masks":
                 out = []
                 for i in range(len(job.pixels)):
                     features = model.encode(job.pixels[i:i + 1])
                     out.append(model.decode(features, job.boxes[i:i + 1]).float())
-                conn.send(torch.cat(out))
+                answer = torch.cat(out)
             elif job.kind == "time":
                 n = len(job.pixels)
+                model.encode(job.pixels[:job.batch])  # untimed: regrows the heap trimmed after the last job
                 start = time.perf_counter()
                 for i in range(0, n, job.batch):
                     model.encode(job.pixels[i:i + job.batch])
-                conn.send((time.perf_counter() - start) / n)
+                answer = (time.perf_counter() - start) / n
             elif job.kind == "stats":
-                conn.send({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                           "runtime": (model.backbone.inference.runtime if model.backbone is not None
-                                       else "upstream eager")})
+                answer = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          "runtime": (model.backbone.inference.runtime if model.backbone is not None
+                                      else "upstream eager")}
         except Exception as error:  # report, keep serving: the main process decides
-            conn.send(error)
+            answer = error
+        _release_free_heap()  # before answering: the next worker's clock must not share the CPU with this
+        conn.send(answer)
+
+
+def _release_free_heap() -> None:
+    """glibc ``malloc_trim(0)``: hand the idle worker's free heap back to the system (a no-op elsewhere)."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class Workers:
@@ -151,13 +169,26 @@ class Workers:
             self.procs[v].join(timeout=30)
 
 
-def round_robin(workers: Workers, variants: list[str], job: Job, repeats: int) -> dict[str, list[float]]:
-    """``repeats`` answers per variant, the variants taken in turn and the order rotated every repeat."""
+def round_robin(workers: Workers, variants: list[str], job: Job, repeats: int, settle_s: float = 0.3,
+                probe: Callable[[str], float] | None = None) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """``repeats`` answers per variant, the variants taken in turn and the order rotated every repeat; a pause of
+    ``settle_s`` before each job lets the previous worker's thread pools (OpenMP, TBB) stop spinning.
+
+    ``probe(variant)``, when given, is measured in this process right before each job (e.g. the machine's peak
+    GFLOP/s in the variant's precision), so every answer is paired with the machine's state when it was timed.
+
+    Returns:
+        (answers, probes): per variant, lists in the order of the repeats (probes empty without ``probe``).
+    """
     out: dict[str, list[float]] = {v: [] for v in variants}
+    probes: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(repeats):
         for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+            time.sleep(settle_s)
+            if probe is not None:
+                probes[v].append(probe(v))
             out[v].append(workers.ask(v, job))
-    return out
+    return out, probes
 
 
 def encoder_gflops(size: int = 256) -> float:
@@ -172,7 +203,7 @@ def encoder_gflops(size: int = 256) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def peak_gflops(threads: int, n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+def peak_gflops(threads: int, n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
     """Best-of-``repeats`` GFLOP/s of an n^3 matrix product on ``threads`` threads (the machine's practical peak)."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -239,10 +270,10 @@ class LayerCost:
     bytes: float
 
 
-def openvino_layer_costs(compiled, inputs: list, repeats: int) -> list[LayerCost]:
+def openvino_layer_costs(compiled, inputs: list, repeats: int, bytes_per_value: int = BYTES) -> list[LayerCost]:
     """Per-layer cost of ``compiled`` (an OpenVINO CompiledModel built with ``PERF_COUNT``): the mean of ``repeats``
     inferences of ``inputs``, with FLOPs (:func:`layer_flops`) and bytes from the shapes of the executed graph,
-    after OpenVINO's fusions."""
+    after OpenVINO's fusions (``bytes_per_value``: 4 for float32 inference, 2 for bfloat16)."""
     request = compiled.create_infer_request()
     request.infer(inputs)  # warm-up: first-inference allocations and kernel selection
     ms: dict[str, float] = {}
@@ -260,7 +291,7 @@ def openvino_layer_costs(compiled, inputs: list, repeats: int) -> list[LayerCost
         shapes_in = [list(op.input(i).get_partial_shape().to_shape()) for i in range(op.get_input_size())]
         shapes_out = [list(op.output(i).get_partial_shape().to_shape()) for i in range(op.get_output_size())]
         flops = layer_flops(kind[name].split(" ")[0], shapes_in, shapes_out[0] if shapes_out else [])
-        moved = BYTES * sum(math.prod(s) for s in shapes_in + shapes_out)
+        moved = bytes_per_value * sum(math.prod(s) for s in shapes_in + shapes_out)
         costs.append(LayerCost(name, kind[name], ms[name], flops, moved))
     return costs
 

@@ -15,7 +15,8 @@ Fast CPU path (``fast=True``, the default): the encoder runs through :class:`~ro
 EncoderRunner` with :class:`~roiprompt.engine.inference.InferenceOptions` (OpenVINO when installed, else eager
 with glibc allocator tuning, channels-last, folded BatchNorm and inference mode; same masks as the plain path).
 ``fast=False`` is the plain path the published implementation runs (eager float32 NCHW). Each switch can be set on
-its own: ``load_backbone("litemedsam", runtime="eager", precision="bfloat16", threads=2)``.
+its own: ``load_backbone("litemedsam", runtime="eager", precision="bfloat16", threads=2)``. Under bfloat16 the
+TinyViT stem (patch embedding + first MBConv, :meth:`TinyViT.stem`) stays in float32 unless ``float32_stem=False``.
 
 Example:
     >>> sam = load_backbone("litemedsam")                               # offline weights, fast path
@@ -176,7 +177,7 @@ def build_litemedsam_backbone(weights: str | Path | None = None, allow_download:
         verify_hash: check the file against the official SHA-256. Pass False for your own fine-tuned
             LiteMedSAM checkpoint; it is then guarded only by the strict key/shape check.
         **inference: :class:`InferenceOptions` fields overriding ``fast`` per switch (runtime, precision, threads,
-            channels_last, fold_bn, inference_mode, tune_allocator).
+            channels_last, fold_bn, inference_mode, tune_allocator, float32_stem).
 
     Raises:
         InputError: an unknown inference option or value.

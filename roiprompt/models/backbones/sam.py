@@ -109,8 +109,9 @@ def load_hf_folder(model_cls: type, weights: str | Path | None, *, model_types: 
 #: so no private copy of a (possibly 2.5 GB) encoder is made
 VIT_FAST = InferenceOptions(channels_last=False, fold_bn=False)
 #: what ``runtime="auto"`` means for them (unless ``$ROIPROMPT_RUNTIME`` says otherwise): eager with inference mode
-#: and the allocator tuning. OpenVINO stays opt-in because on SAM ViT-B it measured no faster than eager here
-#: (benchmarks/sam_encoder_speed.py) while its one-off conversion takes minutes.
+#: and the allocator tuning. OpenVINO stays opt-in: on SAM ViT-B it measured 1.19x faster than the plain path here
+#: (benchmarks/sam_encoder_speed.py, 3 images at 1024x1024: 5.8 vs 6.9 s) but its one-off conversion took 50 s and
+#: holds a second copy of the weights in memory (2.5 GB for ViT-H), which only pays off over many images.
 VIT_RUNTIME = "eager"
 
 

@@ -254,8 +254,21 @@ class TinyViT(nn.Module):
             LayerNorm2d(out_dim),
         )
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(pixels)  # (B, 64, 256, 256)
+    def stem(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The patch embedding, the only layer that reads the pixels: (B, 3, S, S) -> (B, 64, S, S).
+
+        The part that :class:`~roiprompt.engine.inference.EncoderRunner` keeps in float32 when the rest runs in
+        bfloat16 (0.4 % of the FLOPs): rounding the input and its first features to 8 significant bits moved the
+        masks most. On the 64 images of benchmarks/speed.py (OpenVINO bf16), box-prompted mask Dice vs float32 rose
+        from 0.9887 to 0.9926 on average; adding the first MBConv block to the stem gave 0.9945 for ~5 % more time.
+        """
+        return self.patch_embed(pixels)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything after :meth:`stem`: (B, 64, S, S) -> (B, out_dim, S/4, S/4)."""
         for stage in self.layers:
             x = stage(x)  # -> (B, 128, 128, 128) -> (B, 160, 64, 64) -> (B, 320, 64, 64) -> (B, 320, 64, 64)
         return self.neck(x)  # (B, 256, 64, 64)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.body(self.stem(pixels))  # (B, 256, 64, 64)
