@@ -354,6 +354,23 @@ def int8_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def bf16_split_table(records: list[dict]) -> str:
+    """bfloat16 with a float32 head of k TinyViT units: what each split point costs and buys."""
+    first = records[0]
+    lines = [f"### Where precision=\"bfloat16\" splits float32 from bf16 (OpenVINO, {first['setting']['threads']} "
+             "threads)\n", f"Command: `{first['command']}`. The first units of TinyViT in a float32 model, the rest "
+             f"in a bf16 one; splits timed in turn on {first['setting']['timed_images']} images (median of "
+             f"{first['n']} passes); box-prompted masks vs float32 on {first['scored_images']} real images (those "
+             "of benchmarks/speed.py). The default (`float32_stem=True`) is the patch embedding alone.\n",
+             "| float32 part | ms/image (min-max) | Dice vs float32, min (mean) | images < 0.99 | max abs delta logits "
+             "| worst images |", "|" + "---|" * 6]
+    for r in records:
+        lines.append(f"| {r['setting']['float32_part']} | {r['mean']:.0f} ({r['ci95'][0]:.0f}-{r['ci95'][1]:.0f}) "
+                     f"| {r['dice_min']:.4f} ({r['dice_mean']:.4f}) | {r['images_below_0_99']} | "
+                     f"{r['max_abs_delta_logits']:.1e} | {', '.join(r['worst_images'])} |")
+    return "\n".join(lines)
+
+
 def sam_encoder_table(records: list[dict]) -> str:
     """SAM ViT-B's encoder on each runtime of the engine (what decides the SAM-family default)."""
     first = records[0]
@@ -415,6 +432,9 @@ def main() -> None:
         rows = [r for r in profile if r["setting"].get("precision", "f32") == precision]
         if rows:
             parts.append("\n" + profile_table(rows))
+    split = [r for r in records if r["task"] == "bf16_split"]
+    if split:
+        parts.append("\n" + bf16_split_table(split))
     int8 = [r for r in records if r["task"] == "int8_probe"]
     if int8:
         parts.append("\n" + int8_table(int8))

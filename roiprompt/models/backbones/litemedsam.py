@@ -16,7 +16,7 @@ EncoderRunner` with :class:`~roiprompt.engine.inference.InferenceOptions` (OpenV
 with glibc allocator tuning, channels-last, folded BatchNorm and inference mode; same masks as the plain path).
 ``fast=False`` is the plain path the published implementation runs (eager float32 NCHW). Each switch can be set on
 its own: ``load_backbone("litemedsam", runtime="eager", precision="bfloat16", threads=2)``. Under bfloat16 the
-TinyViT stem (patch embedding + first MBConv, :meth:`TinyViT.stem`) stays in float32 unless ``float32_stem=False``.
+TinyViT stem (its patch embedding, :meth:`TinyViT.stem`) stays in float32 unless ``float32_stem=False``.
 
 Example:
     >>> sam = load_backbone("litemedsam")                               # offline weights, fast path
