@@ -34,8 +34,9 @@ from roiprompt.engine.records import make_record, write_records  # noqa: E402
 from roiprompt.engine.speed_bench import (REDUCED_PRECISION, VARIANTS, Job, Workers, dice_and_delta,  # noqa: E402
                                           encoder_gflops, load_images, median, peak_gflops, round_robin)
 
-DEFAULT_VARIANTS = ("reference,plain,default,eager_allocator,eager_channels_last,eager,compile,openvino_bf16,"
-                    "openvino_bf16_all,eager_bf16,compile_bf16")
+DEFAULT_VARIANTS = ("reference,plain,default,openvino_dynamic,eager_allocator,eager_channels_last,eager,compile,"
+                    "openvino_bf16,openvino_bf16_all,openvino_bf16_dynamic,openvino_bf16_fused_qkv,eager_bf16,"
+                    "compile_bf16")
 
 
 def main() -> int:

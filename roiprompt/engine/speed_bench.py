@@ -42,13 +42,17 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "eager_channels_last": {"runtime": "eager", "fold_bn": False},
     "eager": {"runtime": "eager"},
     "openvino": {"runtime": "openvino"},
+    "openvino_dynamic": {"runtime": "openvino", "static_batch": False},
     "compile": {"runtime": "compile"},
     "openvino_bf16": {"runtime": "openvino", "precision": "bfloat16"},
     "openvino_bf16_all": {"runtime": "openvino", "precision": "bfloat16", "float32_stem": False},
+    "openvino_bf16_dynamic": {"runtime": "openvino", "precision": "bfloat16", "static_batch": False},
+    "openvino_bf16_fused_qkv": {"runtime": "openvino", "precision": "bfloat16", "split_qkv": False},
     "eager_bf16": {"runtime": "eager", "precision": "bfloat16"},
     "compile_bf16": {"runtime": "compile", "precision": "bfloat16"},
 }
-REDUCED_PRECISION = ("openvino_bf16", "openvino_bf16_all", "eager_bf16", "compile_bf16")
+REDUCED_PRECISION = ("openvino_bf16", "openvino_bf16_all", "openvino_bf16_dynamic", "openvino_bf16_fused_qkv",
+                     "eager_bf16", "compile_bf16")
 
 
 @dataclass

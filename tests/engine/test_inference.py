@@ -64,8 +64,10 @@ def box_logits(backbone, pixels: torch.Tensor, boxes: torch.Tensor) -> torch.Ten
 
 
 # -- masks against the reference ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("options", [{"fast": False}, {}, {"runtime": "eager"}],
-                         ids=["plain", "default", "eager"])
+@pytest.mark.parametrize("options", [{"fast": False}, {}, {"runtime": "eager"},
+                                     {"runtime": "eager", "split_qkv": False},
+                                     {"runtime": "openvino", "static_batch": False}],
+                         ids=["plain", "default", "eager", "eager_fused_qkv", "openvino_dynamic_batch"])
 def test_float32_paths_match_reference_masks(litemedsam, images, reference, options):
     backbone = litemedsam if not options else load_backbone("litemedsam", **options)
     if not options:
@@ -154,6 +156,21 @@ def test_openvino_mixed_precision_is_two_cached_models(tmp_path, monkeypatch):
     assert saved == ["body.bin", "body.xml", "stem.bin", "stem.xml"]
 
 
+@pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+def test_openvino_compiles_static_shapes_per_batch_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROIPROMPT_RUNTIME_CACHE", str(tmp_path))
+    x = torch.rand(3, 3, 256, 256)
+    ref = load_backbone("test-litemedsam", fast=False).encode_image(x).features
+    static = load_backbone("test-litemedsam", runtime="openvino")
+    dynamic = load_backbone("test-litemedsam", runtime="openvino", static_batch=False)
+    three, one = static.encode_image(x).features, static.encode_image(x[2:]).features
+    assert sorted(static.runner.compiled_batches) == [1, 3]  # one compiled model per batch size, one IR on disk
+    assert len(list(tmp_path.glob("*.xml"))) == 1
+    assert (three - ref).abs().max() < 1e-4 and (one - ref[2:]).abs().max() < 1e-4
+    assert (dynamic.encode_image(x).features - three).abs().max() < 1e-4
+    assert list(dynamic.runner.compiled_batches) == [None]
+
+
 def test_plain_path_equals_published_encoder(images):
     net = load_upstream_litemedsam()
     plain = load_backbone("litemedsam", fast=False)
@@ -184,6 +201,23 @@ def test_fold_batchnorm_is_exact():
     assert (folded(x) - expected).abs().max() < 1e-5
 
 
+def test_split_qkv_is_the_same_attention():
+    from roiprompt.engine.inference import split_qkv
+    from roiprompt.models.litemedsam.tiny_vit import WindowAttention
+
+    torch.manual_seed(0)
+    attn = WindowAttention(dim=40, num_heads=5, window=7).eval()
+    nn.init.normal_(attn.attention_biases)
+    x = torch.randn(6, 49, 40)
+    with torch.no_grad():
+        expected = attn(x)
+        rewritten = split_qkv(nn.Sequential(attn))[0]
+        assert rewritten.qkv is None and rewritten.scale == 1.0
+        assert {"q.weight", "k.weight", "v.weight"} <= set(rewritten.state_dict())
+        assert (rewritten(x) - expected).abs().max() < 1e-5 * expected.abs().max()
+        assert (rewritten.split_qkv_()(x) - expected).abs().max() < 1e-5 * expected.abs().max()  # idempotent
+
+
 def test_eager_switches_leave_the_backbone_module_alone():
     tiny = load_backbone("test-litemedsam")
     plain = load_backbone("test-litemedsam", fast=False)
@@ -192,8 +226,11 @@ def test_eager_switches_leave_the_backbone_module_alone():
     out, ref = tiny.encode_image(x).features, plain.encode_image(x).features
     assert (out - ref).abs().max() < 1e-4
     assert not out.requires_grad and not out.is_inference() and out.is_contiguous()
-    # the BatchNorm layers are folded only in the runner's private copy: state_dict and fine-tuning see the checkpoint
+    # BatchNorm folding and the q/k/v split happen only in the runner's private copy: state_dict and fine-tuning see
+    # the checkpoint
     assert any(isinstance(m, nn.BatchNorm2d) for m in tiny.model.image_encoder.modules())
+    assert tiny.inference.split_qkv and all(m.qkv is not None for m in tiny.model.image_encoder.modules()
+                                            if hasattr(m, "split_qkv_"))
     assert set(tiny.state_dict()) == set(plain.state_dict())
     # a batch of 2 equals two batches of 1
     assert (tiny.encode_image(x[1:]).features - out[1:]).abs().max() < 1e-5
@@ -251,7 +288,8 @@ def test_options_are_validated():
     with pytest.raises(InputError, match=r"unknown inference option\(s\) \['fp16'\]"):
         load_backbone("test-litemedsam", fp16=True)
     ref = InferenceOptions.reference()
-    assert ref.runtime == "eager" and not (ref.channels_last or ref.fold_bn or ref.inference_mode or ref.tune_allocator)
+    assert ref.runtime == "eager" and not (ref.channels_last or ref.fold_bn or ref.inference_mode or ref.tune_allocator
+                                           or ref.split_qkv)
     assert InferenceOptions().resolved().runtime in ("eager", "openvino")
     assert isinstance(cpu_has_native_bf16(), bool)
 

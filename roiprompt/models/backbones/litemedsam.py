@@ -177,7 +177,7 @@ def build_litemedsam_backbone(weights: str | Path | None = None, allow_download:
         verify_hash: check the file against the official SHA-256. Pass False for your own fine-tuned
             LiteMedSAM checkpoint; it is then guarded only by the strict key/shape check.
         **inference: :class:`InferenceOptions` fields overriding ``fast`` per switch (runtime, precision, threads,
-            channels_last, fold_bn, inference_mode, tune_allocator, float32_stem).
+            channels_last, fold_bn, inference_mode, tune_allocator, split_qkv, float32_stem).
 
     Raises:
         InputError: an unknown inference option or value.

@@ -107,7 +107,7 @@ def load_hf_folder(model_cls: type, weights: str | Path | None, *, model_types: 
 # -- the backbone ---------------------------------------------------------------------------------------------------
 #: the fast path for ViT / Hiera encoders: no BatchNorm to fold and no convolution-heavy stage for channels-last,
 #: so no private copy of a (possibly 2.5 GB) encoder is made
-VIT_FAST = InferenceOptions(channels_last=False, fold_bn=False)
+VIT_FAST = InferenceOptions(channels_last=False, fold_bn=False, split_qkv=False)
 #: what ``runtime="auto"`` means for them (unless ``$ROIPROMPT_RUNTIME`` says otherwise): eager with inference mode
 #: and the allocator tuning. OpenVINO stays opt-in: on SAM ViT-B it measured 1.19x faster than the plain path here
 #: (benchmarks/sam_encoder_speed.py, 3 images at 1024x1024: 5.8 vs 6.9 s) but its one-off conversion took 50 s and

@@ -6,9 +6,9 @@ relative-position bias, each followed by a depthwise 3x3 "local" convolution and
 stages halves the grid, except before the last stage (stride 1), so the grid ends at ``input / 4``. A neck maps the
 last stage to the prompt decoder's width.
 
-Tensors are kept as (B, C, H, W) between stages and as a (B, H, W, C) grid inside attention stages; a permute of
-that grid is a channels-last (B, C, H, W) view, so with ``channels_last`` memory format the local convolutions and
-merges need no copies.
+Tensors are kept as (B, C, H, W) between stages and as (B, L, C) tokens (L = H * W, row-major) inside attention
+stages; viewed as a (B, H, W, C) grid and permuted, tokens are a channels-last (B, C, H, W) view, so with
+``channels_last`` memory format the local convolutions and merges need no copies.
 
 Parameter names follow the published checkpoint (``layers.{i}.blocks.{j}.attn.qkv``, ``neck.0`` ...), so
 ``lite_medsam.pth`` loads with ``strict=True``.
@@ -97,6 +97,7 @@ class WindowAttention(nn.Module):
     bias per head for every (|dy|, |dx|) offset between two tokens of the window.
 
     The fused ``qkv`` projection is laid out per head as [q (d), k (d), v (d)], d = dim / heads (checkpoint layout).
+    :meth:`split_qkv_` rewrites it for inference as three projections with the softmax scale folded into q.
     """
 
     def __init__(self, dim: int, num_heads: int, window: int) -> None:
@@ -107,7 +108,7 @@ class WindowAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.norm = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.qkv: nn.Linear | None = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, window * window))
         # offset (|dy|, |dx|) between tokens i and j of the window -> column |dy| * window + |dx| of the table
@@ -116,19 +117,48 @@ class WindowAttention(nn.Module):
         index = (y[:, None] - y[None, :]).abs() * window + (x[:, None] - x[None, :]).abs()  # (N, N)
         self.register_buffer("attention_bias_idxs", index, persistent=False)
 
+    @torch.no_grad()
+    def split_qkv_(self) -> "WindowAttention":
+        """Rewrite in place for inference: ``qkv`` becomes ``q`` (pre-multiplied by the softmax scale), ``k`` and
+        ``v`` projections. Same function up to float rounding (~3e-6 on the embedding); the state dict no longer
+        matches the checkpoint, so call it on a private copy. An OpenVINO graph then has no Split node (a reference
+        kernel) and no scale multiply: 3-5 % of the bfloat16 encoder here."""
+        if self.qkv is None:
+            return self
+        h, d = self.num_heads, self.head_dim
+        weight = self.qkv.weight.view(h, 3, d, -1)  # (h, 3, d, C): the per-head [q, k, v] layout
+        bias = self.qkv.bias.view(h, 3, d)
+        for i, name in enumerate(("q", "k", "v")):
+            scale = self.scale if name == "q" else 1.0
+            linear = nn.Linear(weight.shape[-1], h * d)
+            linear.weight.copy_(weight[:, i].reshape(h * d, -1) * scale)
+            linear.bias.copy_(bias[:, i].reshape(h * d) * scale)
+            linear.requires_grad_(False)
+            setattr(self, name, linear)
+        self.qkv = None
+        self.scale = 1.0
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape  # (B*, N, C): B* = batch x windows
-        qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.head_dim)  # (B*, N, h, 3d)
-        q, k, v = qkv.transpose(1, 2).split(self.head_dim, dim=-1)  # each (B*, h, N, d)
+        h, d = self.num_heads, self.head_dim
+        x = self.norm(x)
+        if self.qkv is not None:  # checkpoint form
+            q, k, v = self.qkv(x).view(b, n, h, 3 * d).transpose(1, 2).split(d, dim=-1)  # each (B*, h, N, d)
+        else:  # split_qkv_ form
+            q, k, v = (proj(x).view(b, n, h, d).transpose(1, 2) for proj in (self.q, self.k, self.v))
         bias = self.attention_biases[:, self.attention_bias_idxs]  # (h, N, N)
         # explicit softmax attention: SDPA's CPU path with a float mask spends ~8% of the encoder on mask checks
-        attn = (q @ k.transpose(-2, -1)).mul_(self.scale).add_(bias)  # (B*, h, N, N)
-        out = attn.softmax(dim=-1) @ v  # (B*, h, N, d)
+        attn = q @ k.transpose(-2, -1)  # (B*, h, N, N)
+        if self.scale != 1.0:
+            attn.mul_(self.scale)
+        out = attn.add_(bias).softmax(dim=-1) @ v  # (B*, h, N, d)
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))  # (B*, N, C)
 
 
 class TinyViTBlock(nn.Module):
-    """Window attention (residual), depthwise 3x3 local ConvBN, MLP (residual); on a (B, H, W, C) grid.
+    """Window attention (residual), depthwise 3x3 local ConvBN, MLP (residual); on (B, L, C) tokens of an H x W
+    grid (L = H * W, row-major).
 
     The grid is zero-padded to a multiple of the window before attention and cropped after; the pad tokens take
     part in attention (as in the published model), so they are padded before the attention's LayerNorm.
@@ -141,22 +171,27 @@ class TinyViTBlock(nn.Module):
         self.local_conv = ConvBN(dim, dim, kernel=3, groups=dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
+    def _windowed_attention(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, _, c = x.shape
         ws = self.window
         pad_h, pad_w = -h % ws, -w % ws
+        grid = x.view(b, h, w, c)
         if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, H', W', C)
+            grid = F.pad(grid, (0, 0, 0, pad_w, 0, pad_h))  # (B, H', W', C)
         nh, nw = (h + pad_h) // ws, (w + pad_w) // ws
-        windows = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)  # (B*, ws^2, C)
+        windows = grid.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)  # (B*, ws^2, C)
         out = self.attn(windows)  # (B*, ws^2, C)
         out = out.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, nh * ws, nw * ws, c)  # (B, H', W', C)
-        return out[:, :h, :w]  # (B, H, W, C)
+        return out[:, :h, :w]  # (B, H, W, C), a view when padded
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._windowed_attention(x)  # (B, H, W, C)
-        # the permuted grid is a channels-last (B, C, H, W) view: the depthwise conv needs no copy
-        x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, C)
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, _, c = x.shape
+        x = (x.view(b, h, w, c) + self._windowed_attention(x, h, w)).view(b, h * w, c)  # (B, L, C)
+        # (B, L, C) viewed as (B, H, W, C) and permuted is a channels-last (B, C, H, W): no copy in eager, and
+        # OpenVINO cancels the permute against its own NHWC reorder around the convolution (a 4-D permute right
+        # next to the convolution: a flattened (B, L, C) transpose is not recognised and costs two copies)
+        x = self.local_conv(x.view(b, h, w, c).permute(0, 3, 1, 2))  # (B, C, H, W)
+        x = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, L, C)
         return x + self.mlp(x)
 
 
@@ -197,10 +232,11 @@ class AttentionStage(nn.Module):
         self.downsample = PatchMerging(dim, out_dim, stride) if out_dim is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)  # (B, H, W, C): a free view when x is channels-last
+        b, c, h, w = x.shape
+        x = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, L, C): a free view when x is channels-last
         for block in self.blocks:
-            x = block(x)
-        x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
+            x = block(x, h, w)
+        x = x.view(b, h, w, c).permute(0, 3, 1, 2)  # (B, C, H, W), channels-last strides
         return self.downsample(x) if self.downsample is not None else x
 
 
