@@ -252,3 +252,33 @@ def test_box_prompt_dice_on_kvasir(litemedsam, embeddings, kvasir):
         scores.append(dice(pred, gt))
     assert np.mean(scores) >= 0.9, scores
     assert min(scores) >= 0.8, scores
+
+
+@pytest.mark.parametrize("mode", ["eval", "train", "folded"])
+def test_patch_merging_last_conv_on_tokens_is_the_convolution(mode):
+    """PatchMerging runs its last 1x1 ConvBN as a per-token linear map (faster under OpenVINO); it must equal the
+    convolution it replaces in eval mode (BatchNorm folded on the fly), in train mode (batch statistics) and after
+    the engine's fold_batchnorm."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from roiprompt.engine.inference import fold_batchnorm
+    from roiprompt.models.litemedsam.tiny_vit import PatchMerging
+
+    torch.manual_seed(0)
+    merge = PatchMerging(8, 16, stride=2)
+    for m in merge.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-1, 1)
+    merge.train(mode == "train")
+    if mode == "folded":
+        fold_batchnorm(merge.eval())
+    x = torch.randn(2, 8, 12, 12)
+    y = F.gelu(merge.conv2(F.gelu(merge.conv1(x))))
+    expected = merge.conv3(y)  # the plain convolution (ConvBN or folded Conv2d)
+    out = merge(x)
+    assert out.shape == (2, 16, 6, 6)
+    assert (out - expected).abs().max() < 1e-5 * expected.abs().max()

@@ -88,8 +88,30 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.conv1(x))
-        x = F.gelu(self.conv2(x))
-        return self.conv3(x)
+        x = F.gelu(self.conv2(x))  # (B, C', H/s, W/s)
+        # the last 1x1 ConvBN as a per-token linear map, returned as a channels-last (B, C', H', W') view of
+        # (B, L, C') tokens: the attention stage that follows takes the tokens back for free (eager: a view;
+        # OpenVINO: two inverse transposes cancel), and OpenVINO folds the permute in front of a matrix product
+        # into its own layout change, which it cannot do behind a convolution
+        b, c, h, w = x.shape
+        tokens = _pointwise(self.conv3, x.permute(0, 2, 3, 1).reshape(b, h * w, c))  # (B, L, C')
+        return tokens.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _pointwise(layer: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution, as :class:`ConvBN` or a plain (BatchNorm-folded) ``nn.Conv2d``, on (B, L, C) tokens."""
+    conv = layer.c if isinstance(layer, ConvBN) else layer
+    weight, bias = conv.weight.flatten(1), conv.bias  # (C', C), (C',) or None
+    if isinstance(layer, ConvBN):
+        bn = layer.bn
+        if bn.training:  # batch statistics: BatchNorm itself, on the tokens as a batch of 1x1 images
+            y = F.linear(tokens, weight, bias)
+            return bn(y.reshape(-1, y.shape[-1], 1, 1)).view_as(y)
+        # eval: BatchNorm folded into the weights (constants that a converted graph folds away)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        weight, bias = weight * scale[:, None], shift if bias is None else shift + bias * scale
+    return F.linear(tokens, weight, bias)
 
 
 class WindowAttention(nn.Module):
