@@ -26,7 +26,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from roiprompt.engine.inference import cpu_has_native_bf16  # noqa: E402
+from roiprompt.engine.inference import cpu_has_native_bf16, split_qkv  # noqa: E402
 from roiprompt.engine.records import make_record, write_records  # noqa: E402
 from roiprompt.engine.speed_bench import dice_and_delta, load_images, median  # noqa: E402
 from roiprompt.models.backbones import load_backbone  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> int:
     command = "python benchmarks/bf16_split.py " + shlex.join(sys.argv[1:])
     torch.set_num_threads(args.threads)
     backbone = load_backbone("litemedsam", runtime="eager")
-    encoder = copy.deepcopy(backbone.model.image_encoder).eval()
+    encoder = split_qkv(copy.deepcopy(backbone.model.image_encoder).eval())  # as the engine converts it
     chain = units(encoder)
     pixels, boxes, names = load_images(args.images)
 

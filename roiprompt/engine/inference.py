@@ -39,9 +39,10 @@ With OpenVINO the stem and the body are then two models, compiled in float32 and
 stem's output in place.
 
 ``static_batch`` (OpenVINO, on by default): the converted model keeps a dynamic batch, but it is compiled once
-per batch size it meets, with static shapes (under a second each). Only on static shapes does OpenVINO's CPU plugin
-cancel a permute against the layout change it inserts around a convolution, so TinyViT's depthwise "local"
-convolutions stop costing two tensor copies each (15-20 % of the bfloat16 encoder here).
+per batch size it meets, with static shapes (a second or two each). Only on static shapes does OpenVINO's CPU
+plugin cancel a permute against the layout change it inserts around a convolution, so TinyViT's depthwise "local"
+convolutions stop costing two tensor copies each (benchmarks/speed.py: the dynamic-batch model is 8 % slower in
+float32 and 15 % in bfloat16).
 
 ``threads`` sets the intra-op threads of both PyTorch (process-wide) and OpenVINO.
 

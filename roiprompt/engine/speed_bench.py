@@ -246,7 +246,8 @@ def layer_flops(node_type: str, inputs: list[list[int]], output: list[int]) -> f
     element-wise FLOPs are negligible: they are bound by memory).
 
     FullyConnected / MatMul: out x K; (Group)Convolution: out x (C_in / groups) x kh x kw; OpenVINO's fused
-    attention ``Subgraph`` (q, k, bias, v of shape (B*, h, N, d)): 2 x B* h N N d for q k^T and for attn v.
+    attention ``Subgraph`` (inputs q, k, bias (..., N, N), v; q holds B* h N d values in whatever layout the
+    plugin chose): 2 x B* h N N d for q k^T and for attn v.
     """
     out = math.prod(output)
     if node_type == "FullyConnected":
@@ -257,9 +258,9 @@ def layer_flops(node_type: str, inputs: list[list[int]], output: list[int]) -> f
         return 2 * out * math.prod(inputs[1][1:])  # weight (C_out, C_in, kh, kw)
     if node_type == "GroupConvolution":
         return 2 * out * math.prod(inputs[1][2:])  # weight (G, C_out/G, C_in/G, kh, kw)
-    if node_type == "Subgraph" and len(inputs) == 4 and len(inputs[0]) == 4 and inputs[0] == inputs[3]:
-        b, h, n, d = inputs[0]
-        return 4 * b * h * n * n * d
+    if (node_type == "Subgraph" and len(inputs) == 4 and len(inputs[2]) >= 2 and inputs[2][-1] == inputs[2][-2]
+            and math.prod(inputs[0]) == math.prod(inputs[3])):
+        return 4 * math.prod(inputs[0]) * inputs[2][-1]
     return 0.0
 
 

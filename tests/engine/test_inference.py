@@ -304,12 +304,16 @@ def test_openvino_layer_costs_count_every_flop():
     import openvino as ov
     from torch.utils.flop_counter import FlopCounterMode
 
+    import copy
+
+    from roiprompt.engine.inference import split_qkv
+
     encoder = load_backbone("test-litemedsam").model.image_encoder.eval()  # tiny TinyViT, same layer kinds
     x = torch.rand(1, 3, 256, 256)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         encoder(x)
-    with torch.no_grad():
-        model = ov.convert_model(encoder, example_input=x)
+    with torch.no_grad():  # the graph the default path compiles: q/k/v split, static batch
+        model = ov.convert_model(split_qkv(copy.deepcopy(encoder)), example_input=x)
     compiled = ov.Core().compile_model(model, "CPU", {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": "f32"})
     costs = openvino_layer_costs(compiled, [x.numpy()], repeats=1)
     assert len(costs) > 10 and all(c.ms >= 0 and c.bytes > 0 for c in costs)
