@@ -446,7 +446,7 @@ def main() -> None:
     if e2e:
         parts.append("\n### End to end, before and after (2 threads, no embedding cache)\n\nSeconds (one-shot) or "
                      "milliseconds (classifiers, `predict_ms_encoder`) per image, median over the images. Setting a "
-                     "Med-PerSAM reference is dominated by fitting the warping model (~20 s), not by the encoder.\n")
+                     "Med-PerSAM reference is dominated by fitting the warping model (~15 s), not by the encoder.\n")
         parts.append(before_after_table(e2e))
     speed = [r for r in records if r["task"] == "speed" and r["metric"].startswith("seconds_")
              and "encoder" not in r["setting"] and r["method"] != "sam_vit_b_encoder"]
