@@ -248,7 +248,8 @@ class EncoderRunner:
     Args:
         module: the encoder (eval mode, frozen).
         options: :class:`InferenceOptions`.
-        input_size: S, the square input side (fixes the converted model's spatial shape; the batch stays dynamic).
+        input_size: S, the square input side (fixes the converted model's spatial shape; the batch stays dynamic in
+            the converted model, and ``static_batch`` fixes it per compiled model).
         key: identifies the weights (checkpoint SHA-256 plus architecture name) for the on-disk OpenVINO cache;
             None (weights of unknown origin) converts in memory and caches nothing.
         prefer: what ``runtime="auto"`` means for this encoder when ``$ROIPROMPT_RUNTIME`` is unset (default:
