@@ -22,6 +22,18 @@ def data_root(name: str) -> Path:
     return root
 
 
+def randomize_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Give every BatchNorm2d of ``module`` non-trivial statistics and affine weights (in place), so that tests of
+    BatchNorm folding cannot pass on identity layers."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-1, 1)
+    return module
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)

@@ -264,7 +264,8 @@ class EncoderRunner:
         self.input_size = input_size
         self.key = key
         self.code = code_fingerprint(module)  # part of the OpenVINO cache key
-        self.compiled_batches: dict[int | None, list] = {}  # OpenVINO: filled on use
+        # OpenVINO, filled on use: batch size (None: dynamic) -> [(compiled model, infer request)] per part
+        self.compiled_batches: dict[int | None, list] = {}
         self._impl = None
         if self.options.tune_allocator:
             configure_cpu_allocator()
@@ -422,8 +423,6 @@ class EncoderRunner:
                 compiled = core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": hint})
                 stages.append((compiled, compiled.create_infer_request()))
             return stages
-
-        self.compiled_batches = {}  # batch size (None: dynamic) -> [(compiled model, infer request)] per part
 
         def run(pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
             batch = pixels.shape[0] if self.options.static_batch else None

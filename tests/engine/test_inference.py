@@ -21,7 +21,7 @@ from roiprompt.errors import InputError
 from roiprompt.models.backbones import load_backbone
 from roiprompt.models.litemedsam.upstream import load_upstream_litemedsam
 from roiprompt.prompts.transforms import Frame, box_from_mask
-from tests.conftest import data_root
+from tests.conftest import data_root, randomize_batchnorm
 
 SOURCES = (("kvasir_seg", None, 2), ("busbra", None, 1), ("jsrt", "heart", 1))
 
@@ -186,13 +186,7 @@ def test_fold_batchnorm_is_exact():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)), nn.GELU(),
                         nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)))
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-1, 1)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-1, 1)
-    net.eval()
+    randomize_batchnorm(net).eval()
     x = torch.randn(2, 3, 16, 16)
     expected = net(x)
     folded = fold_batchnorm(net)

@@ -22,7 +22,7 @@ from roiprompt.models.litemedsam import build_litemedsam
 from roiprompt.models.litemedsam.upstream import load_upstream_litemedsam
 from roiprompt.models.weights import LITEMEDSAM, load_into, load_state_dict, resolve_weights
 from roiprompt.prompts.transforms import Frame, box_from_mask
-from tests.conftest import data_root
+from tests.conftest import data_root, randomize_batchnorm
 
 GOLDEN = Path(__file__).parent / "golden" / "litemedsam_kvasir.npz"
 N_DICE_IMAGES = 5
@@ -259,20 +259,13 @@ def test_patch_merging_last_conv_on_tokens_is_the_convolution(mode):
     """PatchMerging runs its last 1x1 ConvBN as a per-token linear map (faster under OpenVINO); it must equal the
     convolution it replaces in eval mode (BatchNorm folded on the fly), in train mode (batch statistics) and after
     the engine's fold_batchnorm."""
-    from torch import nn
     from torch.nn import functional as F
 
     from roiprompt.engine.inference import fold_batchnorm
     from roiprompt.models.litemedsam.tiny_vit import PatchMerging
 
     torch.manual_seed(0)
-    merge = PatchMerging(8, 16, stride=2)
-    for m in merge.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-1, 1)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-1, 1)
+    merge = randomize_batchnorm(PatchMerging(8, 16, stride=2))
     merge.train(mode == "train")
     if mode == "folded":
         fold_batchnorm(merge.eval())
