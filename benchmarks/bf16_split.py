@@ -7,7 +7,7 @@ bf16, for each ``k`` of ``--splits``. Dice / max |delta logits| of box-prompted 
 real images as benchmarks/speed.py; ms/image at batch 1, the splits timed in turn (median of ``--repeats``
 passes). Needs a CPU with native bf16. Run it alone.
 
-    python benchmarks/bf16_split.py [--images 64] [--splits 0,1,2,4] [--repeats 5]
+    python -m benchmarks.bf16_split [--images 64] [--splits 0,1,2,4] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from roiprompt.runtime import cpu_has_native_bf16, split_qkv
+from roiprompt.evaluation.records import make_record, write_records
+from roiprompt.evaluation.speed import dice_and_delta, load_images, median
+from roiprompt.models.backbones import load_backbone
+from roiprompt.models.backbones.base import ImageEmbedding
 
-from roiprompt.engine.inference import cpu_has_native_bf16, split_qkv  # noqa: E402
-from roiprompt.engine.records import make_record, write_records  # noqa: E402
-from roiprompt.engine.speed_bench import dice_and_delta, load_images, median  # noqa: E402
-from roiprompt.models.backbones import load_backbone  # noqa: E402
-from roiprompt.models.backbones.base import ImageEmbedding  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def units(encoder: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -55,7 +54,7 @@ def main() -> int:
         p.exit(2, "needs a CPU with native bfloat16 (AVX512-BF16 or AMX)\n")
     import openvino as ov
 
-    command = "python benchmarks/bf16_split.py " + shlex.join(sys.argv[1:])
+    command = "python -m benchmarks.bf16_split " + shlex.join(sys.argv[1:])
     torch.set_num_threads(args.threads)
     backbone = load_backbone("litemedsam", runtime="eager")
     encoder = split_qkv(copy.deepcopy(backbone.model.image_encoder).eval())  # as the engine converts it

@@ -3,8 +3,8 @@ class-name prompt and no text, on Kvasir-SEG, BUS-BRA and JSRT (lungs, heart), w
 
 Usage (one task per run; each writes benchmarks/results/concept_text_<task>[_<tag>].json with its command):
 
-    python benchmarks/concept_text.py --task jsrt_heart
-    python benchmarks/concept_text.py --task kvasir_polyp --fractions 0.1,0.25,1.0
+    python -m benchmarks.concept_text --task jsrt_heart
+    python -m benchmarks.concept_text --task kvasir_polyp --fractions 0.1,0.25,1.0
 
 Training reads cached LiteMedSAM embeddings (``--cache-dir``); a decoder training step for a batch of 8
 took 4-7 s on one shared core (the fit s column), so the CPU recipe caps training at ``--max-steps``
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from roiprompt.evaluation.concept import run_concept_bench
+from roiprompt.evaluation.records import write_records
+from roiprompt.evaluation.tasks import SEG_TASKS
 
-from roiprompt.engine.concept_bench import SEG_TASKS, run_concept_bench  # noqa: E402
-from roiprompt.engine.records import write_records  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 METHODS = "concept_text,concept_text_class_name,concept_text_no_text"
 
@@ -46,7 +46,7 @@ def main() -> int:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/concept_text.py", *sys.argv[1:]])
+    command = "python -m benchmarks.concept_text " + shlex.join(sys.argv[1:])
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.config)}
     records = run_concept_bench(args.methods.split(","), args.task, [float(f) for f in args.fractions.split(",")],
                                 seeds=args.seeds, cache_dir=args.cache_dir,

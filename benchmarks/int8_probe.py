@@ -6,7 +6,7 @@ NNCF is not one of roiprompt's dependencies (it pulls in ``openvino-telemetry``,
 install it for this probe only: ``pip install nncf`` (then ``opt_in_out --opt_out`` declines the telemetry).
 Run it alone.
 
-    python benchmarks/int8_probe.py [--images 24] [--presets transformer,performance] [--threads 2]
+    python -m benchmarks.int8_probe [--images 24] [--presets transformer,performance] [--threads 2]
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from roiprompt.evaluation.records import make_record, write_records
+from roiprompt.evaluation.speed import dice_and_delta, load_images
+from roiprompt.models.backbones import load_backbone
+from roiprompt.models.backbones.base import ImageEmbedding
 
-from roiprompt.engine.records import make_record, write_records  # noqa: E402
-from roiprompt.engine.speed_bench import dice_and_delta, load_images  # noqa: E402
-from roiprompt.models.backbones import load_backbone  # noqa: E402
-from roiprompt.models.backbones.base import ImageEmbedding  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
@@ -46,7 +45,7 @@ def main() -> int:
         p.exit(2, "int8_probe.py needs NNCF, which roiprompt does not install: pip install nncf\n")
     import openvino as ov
 
-    command = "python benchmarks/int8_probe.py " + shlex.join(sys.argv[1:])
+    command = "python -m benchmarks.int8_probe " + shlex.join(sys.argv[1:])
     torch.set_num_threads(args.threads)
     backbone = load_backbone("litemedsam", runtime="eager")  # its decoder turns embeddings into masks
     pixels, boxes, names = load_images(args.images)

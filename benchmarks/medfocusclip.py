@@ -3,12 +3,12 @@ linear probes, k = 1, 2, 4, 8, 16 images per class, test-time masks from the gro
 
 Usage (one task per run; each writes benchmarks/results/medfocusclip_<task>[_<tag>].json with its command):
 
-    python benchmarks/medfocusclip.py --task busbra_pathology
-    python benchmarks/medfocusclip.py --task busbra_birads
-    python benchmarks/medfocusclip.py --task jsrt_nodule
+    python -m benchmarks.medfocusclip --task busbra_pathology
+    python -m benchmarks.medfocusclip --task busbra_birads
+    python -m benchmarks.medfocusclip --task jsrt_nodule
 
 Offline the backbone is LiteMedSAM (tokens cached, 4 augmented views per training image) with MiniLM class
-prompts (``TASKS`` in roiprompt/engine/classify_bench.py). ``zero_shot`` needs an aligned CLIP text tower, so it
+prompts (``TASKS`` in roiprompt/evaluation/classification.py). ``zero_shot`` needs an aligned CLIP text tower, so it
 runs only with ``--backbone clip --weights DIR`` (a local Hugging Face CLIP folder).
 """
 
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from roiprompt.evaluation.classification import format_table, run_classification_bench
+from roiprompt.evaluation.records import write_records
+from roiprompt.evaluation.tasks import TASKS
 
-from roiprompt.engine.classify_bench import TASKS, format_table, run_classification_bench  # noqa: E402
-from roiprompt.engine.records import write_records  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 METHODS = ("medfocusclip", "medfocusclip_unguided", "linear_probe", "linear_probe_masked")
 TEXT_METHODS = ("medfocusclip", "medfocusclip_unguided", "zero_shot")
@@ -49,7 +49,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     task = TASKS[args.task]
     shots = [s if s == "all" else int(s) for s in args.shots.split(",")]
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/medfocusclip.py", *sys.argv[1:]])
+    command = "python -m benchmarks.medfocusclip " + shlex.join(sys.argv[1:])
 
     def config_for(method: str, k: int | str) -> dict:
         text = {"class_prompts": task["class_prompts"]} if method in TEXT_METHODS else {}

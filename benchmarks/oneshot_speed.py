@@ -4,8 +4,8 @@ Times, for each one-shot method, setting a reference (encode + fits) and segment
 warp + decoder rounds), median over the targets, with ``torch.set_num_threads(2)``. Run it alone: the machine's
 2 cores are the budget the issue sets (reference <= 60 s, target <= 2 s).
 
-    .venv/bin/python benchmarks/oneshot_speed.py [--targets 5] [--json benchmarks/results/oneshot_speed.json]
-    .venv/bin/python benchmarks/oneshot_speed.py --methods med_persam --encoder plain \
+    .venv/bin/python -m benchmarks.oneshot_speed [--targets 5] [--json benchmarks/results/oneshot_speed.json]
+    .venv/bin/python -m benchmarks.oneshot_speed --methods med_persam --encoder plain \
         --json benchmarks/results/oneshot_speed_plain.json     # "before": the encoder on the plain eager path
 """
 
@@ -21,7 +21,7 @@ import torch
 
 from roiprompt.data import load_dataset
 from roiprompt.methods import load_method
-from roiprompt.engine.records import make_record, write_records
+from roiprompt.evaluation.records import make_record, write_records
 from roiprompt.models.backbones import load_backbone
 
 CASES = [("jsrt", None), ("kvasir_seg", None)]
@@ -37,7 +37,7 @@ def main() -> None:
                         help="LiteMedSAM's default inference path, or the plain eager float32 path (fast=False)")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    command = "python benchmarks/oneshot_speed.py " + shlex.join(sys.argv[1:])
+    command = "python -m benchmarks.oneshot_speed " + shlex.join(sys.argv[1:])
     backbone = load_backbone("litemedsam", fast=args.encoder == "fast")
     runtime = backbone.inference.runtime
     records = []

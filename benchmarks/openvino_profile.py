@@ -7,7 +7,7 @@ hardware allows than the arithmetic floor (FLOPs / peak) that benchmarks/speed.p
 convolutions at 256x256 and the window reshuffles are limited by memory, not arithmetic. An estimate, not a bound:
 tensors that stay in cache move faster than the DRAM copy bandwidth. Run it alone.
 
-    python benchmarks/openvino_profile.py [--repeats 5] [--threads 2] [--precision f32|bf16]
+    python -m benchmarks.openvino_profile [--repeats 5] [--threads 2] [--precision f32|bf16]
 
 The model is the one the default path runs: converted with ``split_qkv`` applied and compiled for a static batch
 of 1 (``InferenceOptions.static_batch``). ``--precision bf16`` profiles it under OpenVINO's bf16 inference hint
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from roiprompt.runtime import cpu_has_native_bf16, split_qkv
+from roiprompt.evaluation.records import make_record, write_records
+from roiprompt.evaluation.speed import (copy_bandwidth_gbs, encoder_gflops, openvino_layer_costs,
+                                        peak_gflops)
+from roiprompt.models.backbones import load_backbone
 
-from roiprompt.engine.inference import cpu_has_native_bf16, split_qkv  # noqa: E402
-from roiprompt.engine.records import make_record, write_records  # noqa: E402
-from roiprompt.engine.speed_bench import (copy_bandwidth_gbs, encoder_gflops, openvino_layer_costs,  # noqa: E402
-                                          peak_gflops)
-from roiprompt.models.backbones import load_backbone  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -50,7 +50,7 @@ def main() -> int:
     dtype = torch.bfloat16 if bf16 else torch.float32
     json_path = args.json or str(ROOT / "benchmarks" / "results" / f"openvino_profile{'_bf16' if bf16 else ''}.json")
 
-    command = "python benchmarks/openvino_profile.py " + shlex.join(sys.argv[1:])
+    command = "python -m benchmarks.openvino_profile " + shlex.join(sys.argv[1:])
     encoder = load_backbone("litemedsam", runtime="eager").model.image_encoder
     source = split_qkv(copy.deepcopy(encoder).eval().to(memory_format=torch.contiguous_format))
     x = torch.rand(1, 3, 256, 256)

@@ -3,7 +3,7 @@ SAM ViT-B (transformers' ``SamConfig()``: the official architecture, 1024x1024 i
 SAM checkpoint is available offline: speed does not depend on the weights) through ``SamBackbone`` with each
 runtime, timed in turn on the same random images. Decides the SAM-family default (``VIT_FAST``). Run it alone.
 
-    python benchmarks/sam_encoder_speed.py [--repeats 3] [--threads 2] [--runtimes plain,eager,openvino]
+    python -m benchmarks.sam_encoder_speed [--repeats 3] [--threads 2] [--runtimes plain,eager,openvino]
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from roiprompt.runtime import InferenceOptions, inference_options
+from roiprompt.evaluation.records import make_record, write_records
+from roiprompt.models.backbones.sam import VIT_FAST, SamBackbone
 
-from roiprompt.engine.inference import InferenceOptions, inference_options  # noqa: E402
-from roiprompt.engine.records import make_record, write_records  # noqa: E402
-from roiprompt.models.backbones.sam import VIT_FAST, SamBackbone  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 #: name -> options: "plain" is the published path (autograd on, glibc defaults), the others VIT_FAST per runtime
 RUNTIMES = {"plain": InferenceOptions.reference(), "eager": VIT_FAST,
@@ -39,7 +38,7 @@ def main() -> int:
     args = p.parse_args()
     from transformers import SamConfig, SamModel
 
-    command = "python benchmarks/sam_encoder_speed.py " + shlex.join(sys.argv[1:])
+    command = "python -m benchmarks.sam_encoder_speed " + shlex.join(sys.argv[1:])
     torch.manual_seed(0)
     model = SamModel(SamConfig()).eval().requires_grad_(False)
     backbones, setup = {}, {}

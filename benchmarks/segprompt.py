@@ -2,11 +2,11 @@
 
 Usage (one task per run; each writes benchmarks/results/segprompt_<task>[_<tag>].json with its command):
 
-    python benchmarks/segprompt.py --task busbra_pathology --masks gt,gt_eroded,gt_dilated,box_prompt,med_persam
-    python benchmarks/segprompt.py --task busbra_pathology --methods finetune,mask_channel --shots 16 --seeds 2 \
+    python -m benchmarks.segprompt --task busbra_pathology --masks gt,gt_eroded,gt_dilated,box_prompt,med_persam
+    python -m benchmarks.segprompt --task busbra_pathology --methods finetune,mask_channel --shots 16 --seeds 2 \
         --tag finetune
-    python benchmarks/segprompt.py --task busbra_birads
-    python benchmarks/segprompt.py --task jsrt_nodule --shots 8,16,32,all
+    python -m benchmarks.segprompt --task busbra_birads
+    python -m benchmarks.segprompt --task jsrt_nodule --shots 8,16,32,all
 
 CPU budget choices (recorded in every record's setting): K <= 32 trains on 4 cached views per image (the
 spec's offline augmentation); K = 64 and "all" use the image only (1 view: no extra encoder passes) and "all" caps
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from roiprompt.evaluation.classification import format_table, run_classification_bench
+from roiprompt.evaluation.records import write_records
+from roiprompt.evaluation.tasks import TASKS
 
-from roiprompt.engine.classify_bench import TASKS, format_table, run_classification_bench  # noqa: E402
-from roiprompt.engine.records import write_records  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FROZEN = ("linear_probe", "linear_probe_masked", "vpt", "segprompt")
 
@@ -61,7 +61,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     task = TASKS[args.task]
     shots = [s if s == "all" else int(s) for s in args.shots.split(",")]
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/segprompt.py", *sys.argv[1:]])
+    command = "python -m benchmarks.segprompt " + shlex.join(sys.argv[1:])
     records = run_classification_bench(
         args.methods.split(","), task["dataset"], label=task["label"], structures=task["structures"], shots=shots,
         seeds=args.seeds, mask_sources=args.masks.split(","), cache_dir=args.cache_dir,

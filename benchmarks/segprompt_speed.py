@@ -5,10 +5,10 @@ For each frozen-encoder classifier: seconds to fit 16 images per class of BUS-BR
 read from the on-disk cache that ``benchmarks/segprompt.py`` filled; methods.md §2.3 budget: <= 60 s), and
 milliseconds to classify one test image with its mask, with the tokens cached and with the encoder run (no cache).
 
-    .venv/bin/python benchmarks/segprompt_speed.py [--images 8] [--json benchmarks/results/segprompt_speed.json]
-    .venv/bin/python benchmarks/segprompt_speed.py --methods medfocusclip,medfocusclip_unguided \
+    .venv/bin/python -m benchmarks.segprompt_speed [--images 8] [--json benchmarks/results/segprompt_speed.json]
+    .venv/bin/python -m benchmarks.segprompt_speed --methods medfocusclip,medfocusclip_unguided \
         --json benchmarks/results/medfocusclip_speed.json
-    .venv/bin/python benchmarks/segprompt_speed.py --methods segprompt,medfocusclip --encoder plain \
+    .venv/bin/python -m benchmarks.segprompt_speed --methods segprompt,medfocusclip --encoder plain \
         --json benchmarks/results/classify_speed_plain.json   # "before": the encoder on the plain eager path
 """
 
@@ -23,15 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from roiprompt.data import load_dataset, sample_per_class
+from roiprompt.evaluation.records import make_record, write_records
+from roiprompt.evaluation.tasks import TASKS
+from roiprompt.methods import load_method
+from roiprompt.methods.classification import features
+from roiprompt.models.backbones import load_backbone
 
-from roiprompt.data import load_dataset, sample_per_class  # noqa: E402
-from roiprompt.engine.classify_bench import TASKS  # noqa: E402
-from roiprompt.engine.records import make_record, write_records  # noqa: E402
-from roiprompt.methods import load_method  # noqa: E402
-from roiprompt.methods.classification import features  # noqa: E402
-from roiprompt.models.backbones import load_backbone  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 METHODS = "segprompt,vpt,linear_probe,linear_probe_masked"
 TEXT_METHODS = ("medfocusclip", "medfocusclip_unguided")
@@ -48,7 +47,7 @@ def main() -> int:
                    help="LiteMedSAM's default inference path, or the plain eager float32 path (fast=False)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/segprompt_speed.py " + shlex.join(sys.argv[1:])
+    command = "python -m benchmarks.segprompt_speed " + shlex.join(sys.argv[1:])
     backbone = load_backbone("litemedsam", fast=args.encoder == "fast")
     data = load_dataset("busbra", label="pathology")
     train, test = data.split("train"), data.split("test")

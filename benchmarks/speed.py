@@ -10,7 +10,7 @@ peak).
 ``default`` is ``openvino`` when OpenVINO is installed; ``openvino_bf16`` is what ``precision="bfloat16"`` runs
 there. Run it alone.
 
-    python benchmarks/speed.py [--images 64] [--repeats 5] [--variants reference,default,...]
+    python -m benchmarks.speed [--images 64] [--repeats 5] [--variants reference,default,...]
 
 Reduced precision on a CPU without native bfloat16 (no AVX512-BF16 / AMX) is emulated and ~10x slower than float32;
 there it is scored on --bf16-images images and timed once on one image, and the table says so.
@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from roiprompt.runtime import cpu_has_native_bf16
+from roiprompt.evaluation.records import make_record, write_records
+from roiprompt.evaluation.speed import (REDUCED_PRECISION, VARIANTS, Job, Workers, dice_and_delta,
+                                        encoder_gflops, load_images, median, peak_gflops, round_robin)
 
-from roiprompt.engine.inference import cpu_has_native_bf16  # noqa: E402
-from roiprompt.engine.records import make_record, write_records  # noqa: E402
-from roiprompt.engine.speed_bench import (REDUCED_PRECISION, VARIANTS, Job, Workers, dice_and_delta,  # noqa: E402
-                                          encoder_gflops, load_images, median, peak_gflops, round_robin)
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_VARIANTS = ("reference,plain,default,openvino_dynamic,eager_allocator,eager_channels_last,eager,compile,"
                     "openvino_bf16,openvino_bf16_all,openvino_bf16_dynamic,openvino_bf16_fused_qkv,eager_bf16,"
@@ -56,7 +55,7 @@ def main() -> int:
         variants.insert(0, "reference")
     if not 8 <= args.time_images <= args.images:
         p.error("--time-images must be >= 8 (one batch of 8) and <= --images")
-    command = "python benchmarks/speed.py " + shlex.join(sys.argv[1:])
+    command = "python -m benchmarks.speed " + shlex.join(sys.argv[1:])
     native_bf16 = cpu_has_native_bf16()
     emulated = [v for v in variants if v in REDUCED_PRECISION and not native_bf16]
     full = [v for v in variants if v not in emulated]

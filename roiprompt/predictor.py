@@ -1,34 +1,57 @@
 """SAM-family predictor: encode an image once, then prompt the decoder as often as needed.
 
-Shaped like segment-anything's ``SamPredictor``: ``set_image(image)`` then ``predict(points=..., box=...)``.
-Points are (x, y) and boxes (x0, y0, x1, y1) in pixels of the original image; masks come back at the original
-resolution.
+A drop-in for segment-anything's ``SamPredictor``: ``set_image(image)``, then ``predict(...)`` with either
+vocabulary,
+
+* roiprompt's: ``predict(points=, point_labels=, box=, mask_input=, multimask=False)`` -> :class:`SamOutput`;
+* segment-anything's: ``predict(point_coords=, point_labels=, box=, mask_input=, multimask_output=True,
+  return_logits=False)``; the same :class:`SamOutput` unpacks as segment-anything's tuple
+  ``masks, scores, logits = predictor.predict(...)``;
+
+plus ``reset_image()``, ``is_image_set``, ``original_size``, ``input_size``, ``features`` and
+``get_image_embedding()``. Points are (x, y) and boxes (x0, y0, x1, y1) in pixels of the original image; masks
+come back at the original resolution.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from .data.validate import check_image
-from .engine.cache import EmbeddingCache
 from .errors import InputError
 from .models.backbones.base import Backbone, ImageEmbedding, load_backbone
+from .models.cache import EmbeddingCache, encode_cached
 from .prompts.transforms import Frame
 from .types import Prompt
 
 
+class _Unset:
+    """Marks a keyword that was not given, so that an explicit ``point_coords=None`` still counts as
+    segment-anything's vocabulary (and selects its defaults)."""
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+_UNSET: Any = _Unset()
+
+
 @dataclass(frozen=True)
 class SamOutput:
-    """Decoder answer for one prompt.
+    """Decoder answer for one prompt; also a 3-sequence ``(masks, iou, low_res_logits)``, segment-anything's
+    return value, so ``masks, scores, logits = predictor.predict(...)`` works.
 
     Attributes:
-        masks: (K, H, W) bool at the original resolution (K = 3 with multimask, else 1).
-        iou: (K,) predicted IoU of each mask.
-        low_res_logits: (K, m, m) float logits in the model frame; feed one back as ``mask_input``.
-        logits: (K, H, W) float logits at the original resolution.
+        masks: (K, H, W) bool at the original resolution (K = 3 with multimask, else 1); float32 logits instead
+            when :meth:`SamPredictor.predict` was called with ``return_logits=True`` (segment-anything's meaning).
+        iou: (K,) float32 predicted IoU of each mask.
+        low_res_logits: (K, m, m) float32 logits in the model frame (m = 256 for the SAM family); feed one back
+            as ``mask_input`` (``(m, m)`` or ``(1, m, m)``).
+        logits: (K, H, W) float32 logits at the original resolution.
     """
 
     masks: np.ndarray
@@ -41,12 +64,23 @@ class SamOutput:
         i = int(np.argmax(self.iou))
         return self.masks[i], float(self.iou[i]), self.low_res_logits[i]
 
+    # segment-anything's tuple (masks, iou_predictions, low_res_masks)
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.masks, self.iou, self.low_res_logits))
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return (self.masks, self.iou, self.low_res_logits)[index]
+
 
 class SamPredictor:
     """Encode once, prompt many times.
 
     Args:
-        backbone: a SAM-family :class:`Backbone` or its registry name ("litemedsam" is the offline default).
+        backbone: a SAM-family :class:`Backbone` (the ``sam`` of ``SamPredictor(sam)``) or its registry name
+            ("litemedsam" is the offline default).
         cache: optional on-disk :class:`EmbeddingCache`; with it an image seen before is never re-encoded.
 
     Example:
@@ -54,6 +88,8 @@ class SamPredictor:
         >>> predictor.set_image(image)                       # HxW or HxWx3 uint8
         >>> out = predictor.predict(box=[30, 40, 120, 160])  # XYXY pixels
         >>> out.masks.shape                                  # (1, H, W)
+        >>> masks, scores, logits = predictor.predict(point_coords=np.array([[80, 90]]), point_labels=np.array([1]))
+        >>> masks.shape, scores.shape, logits.shape          # (3, H, W), (3,), (3, 256, 256): segment-anything
     """
 
     def __init__(self, backbone: Backbone | str = "litemedsam", cache: EmbeddingCache | None = None) -> None:
@@ -66,23 +102,33 @@ class SamPredictor:
         self.encoder_calls = 0  # how many times the image encoder actually ran (tests check "encode once")
 
     # -- image ----------------------------------------------------------------------------------------------
-    def set_image(self, image: np.ndarray, source: str = "image") -> None:
-        """Validate and encode ``image`` (HxW or HxWx3 uint8), replacing the previous one."""
+    def set_image(self, image: np.ndarray, source: str = "image", image_format: str = "RGB") -> None:
+        """Validate and encode ``image``, replacing the previous one.
+
+        Args:
+            image: HxW or HxWx3 uint8.
+            source: file name or label used in error messages.
+            image_format: "RGB" or "BGR" (segment-anything's keyword; BGR, e.g. from ``cv2.imread``, is flipped).
+        """
+        if image_format not in ("RGB", "BGR"):
+            raise InputError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         image = check_image(image, source)
+        if image_format == "BGR" and image.ndim == 3:
+            image = np.ascontiguousarray(image[..., ::-1])
+        embedding, encoded = encode_cached(self.backbone, image, self.cache)  # the one load-or-encode path
+        self.encoder_calls += int(encoded)
         self._frame = Frame(image.shape[:2], self.backbone.input_size)
-        embedding = self.cache.load(image, self.backbone) if self.cache is not None else None
-        if embedding is None:
-            with torch.inference_mode():
-                embedding = self.backbone.encode_image(self.backbone.preprocess(image))
-            self.encoder_calls += 1
-            if self.cache is not None:
-                self.cache.store(image, self.backbone, embedding)
         self._embedding = embedding
 
     def set_embedding(self, embedding: ImageEmbedding, orig_hw: tuple[int, int]) -> None:
         """Use a precomputed embedding (from a cache or a batched encode) for an image of size ``orig_hw``."""
         self._embedding = embedding
         self._frame = Frame(tuple(orig_hw), self.backbone.input_size)
+
+    def reset_image(self) -> None:
+        """Forget the current image (segment-anything's name); :meth:`predict` raises until the next one is set."""
+        self._embedding = None
+        self._frame = None
 
     @property
     def is_image_set(self) -> bool:
@@ -100,6 +146,32 @@ class SamPredictor:
             raise InputError("no image set: call set_image(image) first")
         return self._embedding
 
+    # -- segment-anything's attributes ----------------------------------------------------------------------
+    @property
+    def original_size(self) -> tuple[int, int] | None:
+        """(H, W) of the current image, or None when no image is set."""
+        return None if self._frame is None else tuple(self._frame.orig_hw)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(h, w) of the image inside the padded model frame (resized, before padding), or None."""
+        return None if self._frame is None else self._frame.resized_hw
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        """(1, C, h, w) image embedding of the current image (LiteMedSAM: (1, 256, 64, 64)), or None."""
+        return None if self._embedding is None else self._embedding.features
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """(1, C, h, w) image embedding of the current image; raises :class:`InputError` when none is set."""
+        return self.embedding.features
+
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone's weights live (scripts put prompt tensors there)."""
+        param = next(self.backbone.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+
     # -- prompts --------------------------------------------------------------------------------------------
     def predict(
         self,
@@ -107,24 +179,55 @@ class SamPredictor:
         point_labels: np.ndarray | None = None,
         box: np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
-        multimask: bool = False,
+        multimask: bool | None = None,
+        return_logits: bool = _UNSET,
+        *,
+        point_coords: np.ndarray | None = _UNSET,
+        multimask_output: bool = _UNSET,
     ) -> SamOutput:
         """Prompt the decoder on the current image.
 
+        Two vocabularies, one behaviour each: a call that names any of segment-anything's own keywords
+        (``point_coords``, ``multimask_output``, ``return_logits``) gets segment-anything's defaults
+        (``multimask_output=True``); otherwise roiprompt's (``multimask=False``). A call with only the shared
+        names (``point_labels``, ``box``, ``mask_input``) or positional arguments is a roiprompt call.
+
         Args:
-            points: (N, 2) (x, y) pixels of the original image, or None.
+            points: (N, 2) (x, y) pixels of the original image, or None. segment-anything: ``point_coords``.
             point_labels: (N,) 1 = foreground, 0 = background (default all 1).
-            box: (4,) XYXY pixels of the original image, or None.
+            box: (4,) or (1, 4) XYXY pixels of the original image, or None.
             mask_input: (m, m) or (1, m, m) low-res logits from a previous call (``low_res_logits``), or None.
-            multimask: return SAM's 3 candidate masks instead of one.
+            multimask: return SAM's 3 candidate masks instead of one. segment-anything: ``multimask_output``.
+            return_logits: segment-anything's: ``masks`` holds the float logits at the original resolution
+                instead of bool masks.
+            point_coords: segment-anything's name for ``points``.
+            multimask_output: segment-anything's name for ``multimask`` (default True, as there).
 
         Returns:
-            :class:`SamOutput` with masks at the original resolution and the predicted IoU.
+            :class:`SamOutput` (masks at the original resolution, predicted IoU, low-res logits), which also
+            unpacks as segment-anything's ``(masks (K, H, W), iou_predictions (K,), low_res_masks (K, m, m))``.
 
         Raises:
-            InputError: no image set, malformed prompt, or a prompt entirely outside the image.
+            InputError: no image set, malformed prompt, a prompt entirely outside the image, or one argument
+                given in both vocabularies (``points`` and ``point_coords``, ``multimask`` and
+                ``multimask_output``).
         """
-        return self.predict_prompt(Prompt(points, point_labels, box, mask_input), multimask=multimask)
+        segment_anything = any(v is not _UNSET for v in (point_coords, multimask_output, return_logits))
+        if point_coords is not _UNSET:
+            if points is not None:
+                raise InputError("give the points once: points= (roiprompt) or point_coords= (segment-anything)")
+            points = point_coords
+        if multimask_output is not _UNSET:
+            if multimask is not None:
+                raise InputError("give multimask once: multimask= (roiprompt) or multimask_output= "
+                                 "(segment-anything)")
+            multimask = multimask_output
+        if multimask is None:
+            multimask = segment_anything  # segment-anything defaults to 3 masks, roiprompt to 1
+        out = self.predict_prompt(Prompt(points, point_labels, box, mask_input), multimask=bool(multimask))
+        if return_logits is not _UNSET and return_logits:
+            return SamOutput(masks=out.logits, iou=out.iou, low_res_logits=out.low_res_logits, logits=out.logits)
+        return out
 
     def predict_prompt(self, prompt: Prompt, multimask: bool = False) -> SamOutput:
         """Same as :meth:`predict` with a :class:`Prompt`."""

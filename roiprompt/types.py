@@ -95,12 +95,30 @@ class Prompt:
 class Prediction:
     """What every method returns for one image.
 
+    Score and extras keys are one vocabulary across methods (a method fills those that apply to it):
+
+    ``scores``
+        * classifiers: ``{class label: probability}``, summing to 1;
+        * ``iou_pred``: the SAM-family decoder's predicted IoU of the returned mask (``box_prompt``: the
+          area-weighted mean over its boxes);
+        * ``quality``: the method's one overall quality flag, higher = more likely a good mask (the predicted IoU
+          for the SAM-prompting methods, the mean foreground probability inside the mask for ``concept_text``);
+          absent where a method has none (``registration``);
+        * method-specific raw signals beside them, e.g. ``warp_agreement`` (Med-PerSAM: Dice of the mask with the
+          warped reference mask).
+
+    ``extras``
+        * ``boxes``: (N, 4) XYXY pixels of the box prompt(s) given to the decoder, or None when it got none;
+        * ``points`` (N, 2) (x, y) pixels and ``point_labels`` (N,) of the point prompts, or None;
+        * ``low_res_logits``: (m, m) decoder logits in the model frame (reusable as a dense prompt);
+        * ``mask``: the ROI mask a classifier used (HxW bool); ``probability``: HxW foreground probability;
+          ``warped_mask``: HxW bool warped reference mask; ``rounds``: decoder rounds run.
+
     Attributes:
         mask: HxW bool at the original resolution (segmenters), else None.
         label: predicted class (classifiers), else None.
-        scores: named numbers: class probabilities for classifiers; ``iou_pred`` (the decoder's predicted IoU)
-            and other quality figures for segmenters.
-        extras: method-specific outputs for inspection (prompts used, low-res logits, attention maps...).
+        scores: named numbers (see above).
+        extras: method-specific outputs for inspection (see above).
     """
 
     mask: np.ndarray | None = None

@@ -7,7 +7,7 @@ import pytest
 
 import roiprompt
 from roiprompt import InputError, SamPredictor, metrics
-from roiprompt.engine.cache import EmbeddingCache
+from roiprompt.models.cache import EmbeddingCache
 from roiprompt.prompts import box_from_mask
 from tests.conftest import data_root
 
@@ -28,6 +28,10 @@ def test_grey_image_box_and_points(litemedsam, busbra_sample, tmp_path):
     assert out.masks.shape == (1, *image.shape) and out.iou.shape == (1,)
     assert out.low_res_logits.shape == (1, 256, 256)
     assert metrics.dice(out.masks[0], target) > 0.8
+    # The same SamOutput unpacks as segment-anything's (masks, iou_predictions, low_res_masks).
+    masks, iou, low = out
+    assert masks is out.masks and iou is out.iou and low is out.low_res_logits
+    assert len(out) == 3 and out[0] is out.masks and out[-1] is out.low_res_logits
     # Box + a foreground point at the lesion's most interior pixel, three candidate masks.
     from scipy.ndimage import distance_transform_edt
 
@@ -60,6 +64,24 @@ def test_errors(litemedsam):
         predictor.predict(box=[0, 0, 5, 5], mask_input=np.zeros((10, 10)))
     with pytest.raises(InputError, match="wrong number of channels|channels"):
         predictor.set_image(np.zeros((32, 32, 2), np.uint8))
+
+
+def test_vocabularies(litemedsam, busbra_sample):
+    """roiprompt's keywords keep roiprompt's defaults (1 mask); a segment-anything keyword selects its defaults
+    (3 masks); one argument in both vocabularies is refused before anything runs."""
+    predictor = SamPredictor(litemedsam)
+    for kwargs in ({"points": [[1, 1]], "point_coords": [[1, 1]]}, {"multimask": True, "multimask_output": True},
+                   {"points": [[1, 1]], "point_coords": None}):
+        with pytest.raises(InputError, match="once"):
+            predictor.predict(**kwargs)
+    predictor.set_image(busbra_sample.image)
+    box = box_from_mask(busbra_sample.masks["lesion"])
+    assert predictor.predict(box=box).masks.shape[0] == 1                            # roiprompt: multimask=False
+    assert predictor.predict(None, None, box).masks.shape[0] == 1                     # positional: roiprompt's
+    assert predictor.predict(box=box, point_coords=None).masks.shape[0] == 3         # segment-anything: True
+    assert predictor.predict(box=box, return_logits=False).masks.shape[0] == 3
+    assert predictor.predict(box=box, multimask_output=False).masks.shape[0] == 1
+    assert predictor.predict(box=box, multimask=True).masks.dtype == bool
 
 
 def test_backbone_without_decoder_is_refused():

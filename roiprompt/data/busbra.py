@@ -52,7 +52,8 @@ def read_busbra(folder: Path, label: str | None = "pathology") -> Dataset:
         label: "pathology" (default: "benign"/"malignant"), "birads" ("2".."5" as strings), "histology"
             (e.g. "fibroadenoma") or None (no label).
 
-    Sample meta: ``path``, ``case`` (patient number), ``histology``, ``pathology``, ``birads`` (int), ``device``,
+    Sample meta: ``path``, ``case`` (patient number), ``group`` (the patient, for grouped splits), ``histology``,
+    ``pathology``, ``birads`` (int), ``device``,
     ``side``, ``bbox`` (XYXY pixels), ``kfold`` (1..5, official 5-fold CV), ``valid`` ({fold: 1 train / 0 val /
     None test}) and ``split``. ``dataset.fold(k)`` -> (train+val, test) for the official fold k.
     """
@@ -78,7 +79,8 @@ def read_busbra(folder: Path, label: str | None = "pathology") -> Dataset:
         sid = row["ID"]
         where = f"{base / 'bus_data.csv'} row {sid}"
         try:
-            meta: dict[str, Any] = {"case": int(row["Case"]), "histology": row["Histology"],
+            meta: dict[str, Any] = {"case": int(row["Case"]), "group": f"case {int(row['Case'])}",
+                                    "histology": row["Histology"],
                                     "pathology": row["Pathology"], "birads": int(row["BIRADS"]),
                                     "device": row["Device"], "side": row["Side"],
                                     "bbox": _bbox_xyxy(row["BBOX"], where)}

@@ -3,7 +3,8 @@
     my_data/images/<id>.<ext>                 .png .jpg .jpeg .bmp .tif .tiff .gif .dcm .nii .nii.gz
     my_data/masks/<structure>/<id>.<ext>      one folder per structure ...
     my_data/masks/<id>.<ext>                  ... or files directly in masks/ for one structure, named "roi"
-    my_data/labels.csv                        optional: id,label (header optional)
+    my_data/labels.csv                        optional: id,label (header optional), or with a header
+                                              id,label,group (group: the patient, kept on one side of a split)
 """
 
 from __future__ import annotations
@@ -19,25 +20,38 @@ from .io import IMAGE_EXTENSIONS
 SINGLE_STRUCTURE = "roi"
 
 
-def _labels(path: Path, ids: set[str]) -> dict[str, str]:
-    """``id -> label`` from ``labels.csv`` (two columns; a first row ``id,label`` is taken as a header)."""
+def _labels(path: Path, ids: set[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``(id -> label, id -> group)`` from ``labels.csv``.
+
+    Without a header the first two columns are id,label. With a header row naming ``id`` and ``label`` (any
+    order), an optional ``group`` column gives each image its patient (or any unit that must stay on one side of a
+    train/test split); an empty group cell means the image is its own group.
+    """
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = [[c.strip() for c in row] for row in csv.reader(f) if any(c.strip() for c in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: cannot read CSV ({type(err).__name__}: {err})") from err
-    if rows and [c.lower() for c in rows[0][:2]] == ["id", "label"]:
+    header = [c.lower() for c in rows[0]] if rows else []
+    if "id" in header and "label" in header:
         rows = rows[1:]
-    if bad := [i + 1 for i, row in enumerate(rows) if len(row) < 2 or not row[0]]:
-        raise DataError(f"{path}: rows {bad[:10]} do not have the two columns id,label")
-    labels = {row[0]: row[1] for row in rows}
-    if len(labels) != len(rows):
+        col_id, col_label = header.index("id"), header.index("label")
+        col_group = header.index("group") if "group" in header else None
+    else:
+        col_id, col_label, col_group = 0, 1, None
+    width = max(col_id, col_label, -1 if col_group is None else col_group) + 1
+    if bad := [i + 2 for i, row in enumerate(rows) if len(row) < min(width, 2) or not row[col_id]]:
+        raise DataError(f"{path}: rows {bad[:10]} lack the columns {header[:width] or ['id', 'label']}")
+    labels = {row[col_id]: row[col_label] for row in rows if len(row) > col_label}
+    if len({row[col_id] for row in rows}) != len(rows):
         raise DataError(f"{path}: some ids appear twice; give one label per id")
-    if unknown := sorted(set(labels) - ids):
+    if unknown := sorted({row[col_id] for row in rows} - ids):
         raise DataError(f"{path}: labels for {missing_list(unknown)} id(s) with no file in images/")
-    return labels
+    groups = {row[col_id]: row[col_group] for row in rows
+              if col_group is not None and len(row) > col_group and row[col_group]}
+    return labels, groups
 
 
 @register_dataset("folder", marker="images", source="your own files")
@@ -45,7 +59,7 @@ def read_folder(folder: Path) -> Dataset:
     """A dataset from ``folder`` laid out as in the module docstring; its name is "folder".
 
     Ids without a mask get an empty ``masks`` dict (for a structure they lack, no entry); empty mask files
-    are allowed (negative images). Sample meta: ``path``, ``mask_paths``.
+    are allowed (negative images). Sample meta: ``path``, ``mask_paths``, and ``group`` where labels.csv gives one.
 
     Raises:
         DataError: no images/ folder or no image in it, a mask or label without an image, two files for one id,
@@ -75,7 +89,8 @@ def read_folder(folder: Path) -> Dataset:
     if orphans:
         raise DataError(f"{mask_dir}: no image in {image_dir} for {missing_list(orphans)} mask(s); "
                         "mask files must be named like their image (<id>.<ext>)")
-    labels = _labels(folder / "labels.csv", set(images))
-    records = [Record(sid, path, {s: by_id[sid] for s, by_id in masks.items() if sid in by_id}, labels.get(sid), {})
+    labels, groups = _labels(folder / "labels.csv", set(images))
+    records = [Record(sid, path, {s: by_id[sid] for s, by_id in masks.items() if sid in by_id}, labels.get(sid),
+                      {"group": groups[sid]} if sid in groups else {})
                for sid, path in images.items()]
     return Dataset("folder", records, tuple(masks), root=folder)

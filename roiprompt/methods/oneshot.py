@@ -20,20 +20,20 @@ from __future__ import annotations
 import abc
 import tempfile
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..data.validate import check_image, check_mask
-from ..engine.cache import EmbeddingCache, image_key
 from ..errors import InputError
-from ..models.backbones.base import Backbone, ImageEmbedding, load_backbone
+from ..models.backbones.base import Backbone, ImageEmbedding
+from ..models.cache import EmbeddingCache, image_key
 from ..predictor import SamOutput, SamPredictor
 from ..prompts.points import mask_prototype, similarity_map
 from ..prompts.transforms import Frame, box_from_mask
 from ..types import Prediction, Sample
-from .base import Method, resolve_config
+from .base import Method
 
 MaskInput = np.ndarray | Mapping[str, np.ndarray]
 DEFAULT_STRUCTURE = "roi"
@@ -81,26 +81,17 @@ class Target:
 class OneShotMethod(Method):
     """Base class of the one-shot segmenters (``med_persam``, ``persam``, ``persam_f``, ``registration``).
 
-    Subclasses set ``config_class`` (a frozen dataclass with at least ``weights`` and ``cache_dir``) and
-    implement :meth:`_segment`; they may extend :meth:`_on_reference` (fit something on the reference) and
-    :meth:`predict_many` (transductive use of the whole target pool).
+    Subclasses set ``config_class`` (a :class:`~roiprompt.methods.config.MethodConfig`) and implement
+    :meth:`_segment`; they may extend :meth:`_on_reference` (fit something on the reference),
+    :meth:`_prepare_target` (per-image work shared by every structure) and :meth:`predict_many` (transductive
+    use of the whole target pool). Construction arguments: :class:`~roiprompt.methods.base.Method`.
     """
 
-    task = "segmentation"
-    config_class: ClassVar[type]
-
-    def __init__(self, backbone: str | Backbone = "litemedsam", **config: Any) -> None:
-        self.config = resolve_config(self.config_class, self.name, config)
-        if isinstance(backbone, str):
-            backbone = load_backbone(backbone, weights=self.config.weights)
-        cache = EmbeddingCache(self.config.cache_dir) if self.config.cache_dir else None
-        self.predictor = SamPredictor(backbone, cache=cache)
+    def __init__(self, backbone: str | Backbone = "litemedsam", **kwargs: Any) -> None:
+        super().__init__(backbone, **kwargs)
+        self.predictor = SamPredictor(self.backbone, cache=self.cache)  # encodes each target once
         self.reference: Reference | None = None
         self._target: Target | None = None
-
-    @property
-    def backbone(self) -> Backbone:
-        return self.predictor.backbone
 
     @property
     def work_size(self) -> int:
@@ -159,12 +150,17 @@ class OneShotMethod(Method):
                                   source=str(sample.meta.get("path", sample.id)))
 
     def _on_reference(self, pool: Sequence[np.ndarray]) -> None:
-        """Hook: fit whatever the method learns from the reference (nothing by default)."""
+        """Optional hook: fit whatever the method learns from the reference (nothing by default)."""
 
     # -- targets --------------------------------------------------------------------------------------------
-    def predict(self, image: np.ndarray, structure: str | None = None, source: str = "image",
+    def predict(self, image: np.ndarray, structure: str | None = None, *, source: str = "image",
                 **prompts: Any) -> Prediction:
         """Segment ``structure`` (default: the reference's only structure) in ``image``.
+
+        Args:
+            image: HxW or HxWx3 uint8 target image.
+            structure: one of :attr:`structures` (may be omitted when the reference has one).
+            source: name of the image in error messages (e.g. its file name).
 
         Returns:
             Prediction with ``mask`` (HxW bool), ``scores`` (``iou_pred`` and method-specific quality figures)
@@ -175,29 +171,31 @@ class OneShotMethod(Method):
                 take no prompt: the reference is the prompt).
         """
         if prompts:
-            raise InputError(f"{self.name} takes no prompts (got {sorted(prompts)}): the reference is the prompt")
+            raise InputError(f"{self.name} takes no prompts (got {sorted(prompts)} for {source}): the reference is "
+                             "the prompt")
         structure = self._resolve_structure(structure)
         return self._segment(self._prepare(image, source), structure)
 
-    def predict_all(self, image: np.ndarray, source: str = "image") -> dict[str, Prediction]:
-        """Every reference structure in ``image``, encoding it once."""
+    def predict_all(self, image: np.ndarray, *, source: str = "image") -> dict[str, Prediction]:
+        """Every reference structure in ``image`` (``source`` names it in errors), encoding it once."""
         target = self._prepare(image, source)
         return {s: self._segment(target, s) for s in self.structures}
 
     def predict_many(self, images: Sequence[np.ndarray], sources: Sequence[str] | None = None,
                      progress: Callable[[int, int], None] | None = None) -> list[dict[str, Prediction]]:
-        """:meth:`predict_all` over a pool of target images (transductive methods override this)."""
+        """:meth:`predict_all` over a pool of target images (transductive methods override this); ``sources`` name
+        them in errors (default "image <i>"); ``progress(done, total)`` is called after each."""
         sources = list(sources) if sources is not None else [f"image {i}" for i in range(len(images))]
         out = []
         for i, (image, source) in enumerate(zip(images, sources)):
-            out.append(self.predict_all(image, source))
+            out.append(self.predict_all(image, source=source))
             if progress:
                 progress(i + 1, len(images))
         return out
 
     @abc.abstractmethod
     def _segment(self, target: Target, structure: str) -> Prediction:
-        """Segment one structure of a prepared target."""
+        """Segment one structure of a prepared target (every subclass implements this)."""
 
     def _resolve_structure(self, structure: str | None) -> str:
         names = self.structures
@@ -229,7 +227,7 @@ class OneShotMethod(Method):
         return target
 
     def _prepare_target(self, target: Target) -> None:
-        """Hook: per-image work shared by all structures (e.g. the warping flow)."""
+        """Optional hook: per-image work shared by all structures (e.g. the warping flow); nothing by default."""
 
     # -- shared helpers -------------------------------------------------------------------------------------
     def to_work(self, frame: Frame, mask: np.ndarray) -> np.ndarray:
@@ -285,13 +283,6 @@ def config_fields(method_name: str) -> set[str]:
     from .base import method_class
 
     return {f.name for f in fields(method_class(method_name).config_class)}
-
-
-def best_output(out: SamOutput) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-    """(mask at original resolution, predicted IoU, low-res logits (S, S), original-resolution logits) of the
-    output with the highest predicted IoU."""
-    i = int(np.argmax(out.iou))
-    return out.masks[i], float(out.iou[i]), out.low_res_logits[i], out.logits[i]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

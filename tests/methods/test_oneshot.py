@@ -48,7 +48,8 @@ def test_med_persam_segments_lungs_from_one_reference(med_persam, jsrt):
         heart = p["heart"]
         assert heart.mask.shape == t.image.shape[:2] and heart.mask.dtype == bool
         assert 0 <= heart.scores["iou_pred"] <= 1.5 and 0 <= heart.scores["warp_agreement"] <= 1
-        assert heart.extras["box"].shape == (4,) and heart.extras["warped_mask"].shape == t.image.shape[:2]
+        assert heart.scores["quality"] == heart.scores["iou_pred"]  # the shared quality flag
+        assert heart.extras["boxes"].shape == (1, 4) and heart.extras["warped_mask"].shape == t.image.shape[:2]
     assert med_persam.setting()["points_used"] == "none"  # LiteMedSAM takes boxes, not points
 
 
@@ -130,7 +131,7 @@ def test_bad_inputs_are_refused_clearly(litemedsam, jsrt):
 
 
 def test_oneshot_bench_records(litemedsam, monkeypatch):
-    from roiprompt.engine import oneshot_bench
+    from roiprompt.evaluation import oneshot as oneshot_bench
 
     monkeypatch.setattr(oneshot_bench, "load_backbone", lambda *a, **k: litemedsam)
     run = oneshot_bench.run_oneshot_bench("registration", "jsrt", structures=["heart"], seeds=2, limit=3,

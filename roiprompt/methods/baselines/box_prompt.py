@@ -14,35 +14,37 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...engine.cache import EmbeddingCache, image_key
 from ...errors import InputError
-from ...models.backbones.base import Backbone, load_backbone
+from ...models.backbones.base import Backbone
+from ...models.cache import image_key
 from ...predictor import SamPredictor
 from ...prompts.transforms import box_from_mask, component_boxes
 from ...types import Prediction, Sample
-from ..base import Method, register_method, resolve_config
+from ..base import Method, register_method
+from ..config import MethodConfig, check_number
 
 
 @dataclass(frozen=True)
-class BoxPromptConfig:
+class BoxPromptConfig(MethodConfig):
     """Settings of :class:`BoxPrompt`.
 
     Attributes:
         box_pad: fraction of the box width/height added per side to ground-truth boxes (oracle prompts).
         per_component: oracle prompts give one box per connected component instead of one around the mask.
         multimask: ask SAM for 3 masks and keep the one with the highest predicted IoU (False: single output).
-        weights: local checkpoint for the backbone (None: the offline default).
-        cache_dir: on-disk embedding cache directory (None: no disk cache).
     """
 
     box_pad: float = 0.05
     per_component: bool = True
     multimask: bool = False
-    weights: str | None = None
-    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        check_number("box_pad", self.box_pad, 0.0)
 
 
-@register_method("box_prompt")
+@register_method(
+    "box_prompt", task="segmentation", family="sam", role="baseline", paper="oracle box (methods.md §5)", trains=False)
 class BoxPrompt(Method):
     """SAM-family segmentation from a box (oracle with ground-truth boxes).
 
@@ -52,14 +54,11 @@ class BoxPrompt(Method):
         >>> pred.mask.shape == image.shape[:2], pred.scores["iou_pred"]
     """
 
-    task = "segmentation"
+    config_class = BoxPromptConfig
 
-    def __init__(self, backbone: str | Backbone = "litemedsam", **config: Any) -> None:
-        self.config = resolve_config(BoxPromptConfig, "box_prompt", config)
-        if isinstance(backbone, str):
-            backbone = load_backbone(backbone, weights=self.config.weights)
-        cache = EmbeddingCache(self.config.cache_dir) if self.config.cache_dir else None
-        self.predictor = SamPredictor(backbone, cache=cache)
+    def __init__(self, backbone: str | Backbone = "litemedsam", **kwargs: Any) -> None:
+        super().__init__(backbone, **kwargs)
+        self.predictor = SamPredictor(self.backbone, cache=self.cache)
         self._image_key: str | None = None
 
     def fit(self, support: Sequence[Sample] = ()) -> "BoxPrompt":
@@ -75,34 +74,37 @@ class BoxPrompt(Method):
     def setting(self) -> dict[str, Any]:
         return {"prompt": "ground-truth box", **super().setting()}
 
-    def predict(self, image: np.ndarray, box: Sequence[float] | np.ndarray | None = None, **prompts: Any) -> Prediction:
+    def predict(self, image: np.ndarray, box: Sequence[float] | np.ndarray | None = None, *, source: str = "image",
+                **prompts: Any) -> Prediction:
         """Segment the structure inside ``box``: (4,) XYXY pixels of ``image``, or (N, 4) for N boxes whose
         masks are united (one object in several pieces).
 
         Points (``points``, ``point_labels``) may be added (single box only). The image is encoded only once when
-        the same pixels are predicted several times in a row (e.g. one box per structure).
+        the same pixels are predicted several times in a row (e.g. one box per structure). ``source`` names the
+        image in error messages.
 
         Returns:
-            Prediction with ``mask`` (HxW bool) and ``scores["iou_pred"]`` (area-weighted over boxes).
+            Prediction with ``mask`` (HxW bool), ``scores["iou_pred"]`` (area-weighted over boxes; also
+            ``scores["quality"]``) and ``extras["boxes"]`` ((N, 4), the boxes used).
 
         Raises:
             InputError: no box given, bad image, or bad prompt.
         """
         if box is None:
-            raise InputError("box_prompt needs box=(x0, y0, x1, y1) in pixels of the image")
-        if unknown := sorted(set(prompts) - {"points", "point_labels", "source"}):
+            raise InputError(f"box_prompt needs box=(x0, y0, x1, y1) in pixels of {source}")
+        if unknown := sorted(set(prompts) - {"points", "point_labels"}):
             raise InputError(f"box_prompt: unknown prompts {unknown}; give box=, points=, point_labels=")
         boxes = np.asarray(box, dtype=np.float64)
         boxes = boxes.reshape(1, -1) if boxes.ndim == 1 else boxes
         if boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) == 0:
-            raise InputError(f"box must be (4,) or (N, 4) XYXY pixels, got shape {np.shape(box)}")
+            raise InputError(f"{source}: box must be (4,) or (N, 4) XYXY pixels, got shape {np.shape(box)}")
         if len(boxes) > 1 and prompts.get("points") is not None:
             raise InputError("points can be combined with a single box only")
         # Same pixels as the last call -> reuse its embedding (one encode for several structures). Hashing
         # costs ~1 ms against ~0.5 s for the encoder; an id() check could be fooled by a recycled array.
         key = image_key(np.asarray(image))
         if key != self._image_key or not self.predictor.is_image_set:
-            self.predictor.set_image(image, source=prompts.get("source", "image"))
+            self.predictor.set_image(image, source=source)
             self._image_key = key
         masks, ious, areas, low_res = [], [], [], None
         for b in boxes:
@@ -115,5 +117,5 @@ class BoxPrompt(Method):
             low_res = low if low_res is None else low_res
         union = np.logical_or.reduce(masks)
         iou_pred = float(np.average(ious, weights=areas))
-        return Prediction(mask=union, scores={"iou_pred": iou_pred},
+        return Prediction(mask=union, scores={"iou_pred": iou_pred, "quality": iou_pred},
                           extras={"boxes": boxes, "low_res_logits": low_res})

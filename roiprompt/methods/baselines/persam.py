@@ -26,22 +26,19 @@ import torch.nn.functional as F
 from ...prompts.points import persam_points
 from ...types import Prediction
 from ..base import register_method
-from ..oneshot import OneShotMethod, Target, best_output
+from ..config import MethodConfig, check_int, check_number
+from ..oneshot import OneShotMethod, Target
 
 
 @dataclass(frozen=True)
-class PerSAMConfig:
+class PerSAMConfig(MethodConfig):
     """Settings of :class:`PerSAM`.
 
     Attributes:
         refine: run the two cascaded refinements (logits, then logits + box).
-        weights: local backbone checkpoint (None: offline default).
-        cache_dir: on-disk embedding cache (None: none).
     """
 
     refine: bool = True
-    weights: str | None = None
-    cache_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,17 +55,23 @@ class PerSAMFConfig(PerSAMConfig):
     lr: float = 1e-3
     eps: float = 1e-4
 
+    def validate(self) -> None:
+        super().validate()
+        check_int("iterations", self.iterations, 0)  # 0: the mix stays at 1/3 each
+        check_number("lr", self.lr, 0.0, low_open=True)
+        check_number("eps", self.eps, 0.0, low_open=True)
+
 
 def _cascade(method: OneShotMethod, target: Target, points: np.ndarray, labels: np.ndarray,
              first: tuple[np.ndarray, float, np.ndarray]) -> tuple[np.ndarray, float, np.ndarray, np.ndarray | None]:
     """PerSAM's cascaded post-refinement from a first (mask, iou, low-res logits): returns (mask, iou, logits, box)."""
     mask, iou, logits = first
-    mask, iou, logits, _ = best_output(method.decode(target, points, labels, mask_logits=logits, multimask=True))
+    mask, iou, logits = method.decode(target, points, labels, mask_logits=logits, multimask=True).best()
     valid = target.frame.valid_region(method.work_size)
     box = None
     if (logits > 0)[: valid[0], : valid[1]].any():
         box = method.work_box((logits > 0).astype(np.float32), 0.0, valid)
-        mask, iou, logits, _ = best_output(method.decode(target, points, labels, box, logits, multimask=True))
+        mask, iou, logits = method.decode(target, points, labels, box, logits, multimask=True).best()
     return mask, iou, logits, box
 
 
@@ -76,13 +79,14 @@ def _prediction(method: OneShotMethod, target: Target, mask: np.ndarray, iou: fl
                 points: np.ndarray, labels: np.ndarray, box: np.ndarray | None) -> Prediction:
     scale = method.backbone.input_size / method.work_size
     to_orig = target.frame.points_to_original
-    return Prediction(mask=mask, scores={"iou_pred": iou},
+    return Prediction(mask=mask, scores={"iou_pred": iou, "quality": iou},
                       extras={"points": to_orig(points * scale), "point_labels": labels,
-                              "box": None if box is None else to_orig(box.reshape(2, 2) * scale).reshape(4),
+                              "boxes": None if box is None else to_orig(box.reshape(2, 2) * scale).reshape(1, 4),
                               "low_res_logits": logits})
 
 
-@register_method("persam")
+@register_method(
+    "persam", task="oneshot", family="med_persam", role="baseline", paper="PerSAM (Zhang et al., ICLR 2024)", trains=False)
 class PerSAM(OneShotMethod):
     """Training-free PerSAM: prototype arg-max/arg-min points, then cascaded refinement.
 
@@ -96,14 +100,15 @@ class PerSAM(OneShotMethod):
     def _segment(self, target: Target, structure: str) -> Prediction:
         valid = target.frame.valid_region(self.work_size)
         points, labels = persam_points(self.similarity(target, structure), valid)
-        mask, iou, logits, _ = best_output(self.decode(target, points, labels, multimask=False))
+        mask, iou, logits = self.decode(target, points, labels, multimask=False).best()
         box = None
         if self.config.refine:
             mask, iou, logits, box = _cascade(self, target, points, labels, (mask, iou, logits))
         return _prediction(self, target, mask, iou, logits, points, labels, box)
 
 
-@register_method("persam_f")
+@register_method(
+    "persam_f", task="oneshot", family="med_persam", role="baseline", paper="PerSAM-F (Zhang et al., ICLR 2024)", trains=True)
 class PerSAMF(OneShotMethod):
     """PerSAM-F: the positive point only, SAM's 3 masks mixed by 2 weights fit on the reference, then refinement.
 

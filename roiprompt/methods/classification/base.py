@@ -10,6 +10,7 @@ chain (methods.md §2).
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 from dataclasses import dataclass
@@ -20,22 +21,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...engine.cache import EmbeddingCache, image_key
 from ...errors import InputError
-from ...models.backbones.base import Backbone, load_backbone
+from ...models.backbones.base import Backbone
+from ...models.cache import image_key
 from ...types import Prediction, Sample
-from ..base import Method, resolve_config
+from ..base import Method
+from ..config import ConfigError, MethodConfig, check_int, check_number
 from .features import ViewAugment, ViewEncoder, checked_pair, roi_mask
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(MethodConfig):
     """Settings shared by every classifier; the training recipe is methods.md §2.3.
 
     Attributes:
-        classes: class labels in output order (None: the sorted labels of the support set).
+        classes: class labels in output order (None: the sorted labels of the support set); any sequence,
+            stored as a tuple of strings.
         num_classes: expected number of classes, checked at ``fit`` (None: any).
-        structures: which masks of a sample form the ROI (their union); None = all of the sample's masks.
+        structures: which masks of a sample form the ROI (their union); None = all of the sample's masks; a
+            single name or a sequence, stored as a tuple.
         allow_empty_mask: accept an empty ROI mask (segmentation tokens then say "no ROI"); by default an empty
             mask is an error, since it usually means a failed segmentation or a wrong file.
         views: augmented views per training image (view 0 is the image itself).
@@ -45,8 +49,6 @@ class ClassifierConfig:
         max_steps: hard cap on the steps (None: none), for slow baselines on a CPU budget.
         batch_size, lr, weight_decay, warmup_steps, label_smoothing: AdamW + cosine schedule, smoothed CE.
         seed: seeds the head's initialisation and the batch sampler.
-        weights: local backbone checkpoint (None: the offline default).
-        cache_dir: on-disk cache of encoder tokens (None: in-memory only).
     """
 
     classes: tuple[str, ...] | None = None
@@ -64,8 +66,35 @@ class ClassifierConfig:
     warmup_steps: int = 10
     label_smoothing: float = 0.1
     seed: int = 0
-    weights: str | None = None
-    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        # normalise before validating: a list from JSON or a single structure name are common spellings
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        if isinstance(self.structures, str):
+            object.__setattr__(self, "structures", (self.structures,))
+        elif self.structures is not None:
+            object.__setattr__(self, "structures", tuple(self.structures))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("num_classes", self.num_classes, 2, optional=True)
+        if self.classes is not None and (len(set(self.classes)) < 2 or len(set(self.classes)) != len(self.classes)):
+            raise ConfigError("classes", self.classes, "at least two distinct class labels, or None")
+        check_int("views", self.views, 1)
+        check_int("grid", self.grid, 1)
+        check_int("epochs", self.epochs, 0)
+        check_int("min_steps", self.min_steps, 0)
+        if self.epochs == 0 and self.min_steps == 0:
+            raise ConfigError("epochs, min_steps", (self.epochs, self.min_steps), "at least one training step")
+        check_int("max_steps", self.max_steps, 1, optional=True)
+        check_int("batch_size", self.batch_size, 1)
+        check_number("lr", self.lr, 0.0)
+        check_number("weight_decay", self.weight_decay, 0.0)
+        check_int("warmup_steps", self.warmup_steps, 0)
+        check_number("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        check_int("seed", self.seed, 0)
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
@@ -125,30 +154,22 @@ class ClassifierMethod(Method):
     Args:
         backbone: backbone name or a built backbone (its image encoder stays frozen unless the method
             fine-tunes a copy of it).
-        segmenter: a segmentation method that supplies the ROI mask when ``predict`` gets none.
-        **config: fields of ``config_class``.
+        segmenter: a method that segments (box-prompted, one-shot or text-free) and supplies the ROI mask when
+            ``predict`` gets none.
+        **kwargs: ``weights``, ``cache_dir`` (cached encoder tokens) and fields of ``config_class``, as
+            :class:`~roiprompt.methods.base.Method`.
     """
 
-    task = "classification"
-    config_class: ClassVar[type] = ClassifierConfig
+    config_class: ClassVar[type[ClassifierConfig]] = ClassifierConfig
     uses_mask: ClassVar[bool] = True
 
     def __init__(self, backbone: str | Backbone = "litemedsam", segmenter: Method | None = None,
-                 **config: Any) -> None:
-        if "classes" in config and config["classes"] is not None:
-            config["classes"] = tuple(str(c) for c in config["classes"])
-        if isinstance(config.get("structures"), str):
-            config["structures"] = (config["structures"],)
-        elif config.get("structures") is not None:
-            config["structures"] = tuple(config["structures"])
-        self.config = resolve_config(self.config_class, self.name, config)
-        if isinstance(backbone, str):
-            backbone = load_backbone(backbone, weights=self.config.weights)
-        self.backbone = backbone
-        cache = EmbeddingCache(self.config.cache_dir) if self.config.cache_dir else None
-        self.encoder = ViewEncoder(backbone, self.config.grid, ViewAugment(), cache)
-        if segmenter is not None and getattr(segmenter, "task", None) != "segmentation":
+                 **kwargs: Any) -> None:
+        if segmenter is not None and getattr(getattr(segmenter, "info", None), "task", "classification") \
+                == "classification":
             raise InputError(f"segmenter must be a segmentation method, got {type(segmenter).__name__}")
+        super().__init__(backbone, **kwargs)
+        self.encoder = ViewEncoder(self.backbone, self.config.grid, ViewAugment(), self.cache)
         self.segmenter = segmenter
         self.classes: list[str] | None = None
         self.model: nn.Module | None = None
@@ -157,19 +178,22 @@ class ClassifierMethod(Method):
         self.feature_dim = 0
 
     # -- subclass hooks ----------------------------------------------------------------------------------------
+    @abc.abstractmethod
     def _build(self, num_classes: int, in_dim: int) -> nn.Module:
-        """The trainable model: ``model(**inputs) -> (B, num_classes)`` logits; ``in_dim`` = token channels."""
-        raise NotImplementedError
+        """The trainable model: ``model(**inputs) -> (B, num_classes)`` logits; ``in_dim`` = token channels.
+        ``self.classes`` is set when it is called. Every classifier implements this."""
 
     def _prepare(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> None:
-        """Called once before training with every training input (e.g. to set feature statistics)."""
+        """Optional hook, called once before training with every training input (e.g. to set feature
+        statistics); nothing by default."""
 
     def _feature_dim(self, inputs: dict[str, torch.Tensor]) -> int:
-        """Channels of the features the head reads (default: the frozen tokens')."""
+        """Optional hook: channels of the features the head reads (default: the frozen tokens')."""
         return int(inputs["tokens"].shape[1])
 
     def _inputs(self, image: np.ndarray, mask: np.ndarray | None, views: list[int], key: str) -> dict[str, torch.Tensor]:
-        """Model inputs of ``views`` of one image, stacked on dim 0. Default: frozen tokens + masks."""
+        """Optional hook: model inputs of ``views`` of one image, stacked on dim 0. Default: frozen tokens +
+        masks."""
         out = {"tokens": self.encoder.tokens(image, views, key)}
         if self.uses_mask:
             out["mask"] = torch.cat([self.encoder.mask(image, mask, v, key) for v in views])
@@ -196,7 +220,8 @@ class ClassifierMethod(Method):
         return self._inputs(image, mask if self.uses_mask else None, views, image_key(image))
 
     def segment(self, image: np.ndarray, source: str = "image", **prompts: Any) -> np.ndarray:
-        """The ROI mask of ``image`` from the segmenter (one structure, or the union of ``config.structures``)."""
+        """The ROI mask of ``image`` from the segmenter (one structure, or the union of ``config.structures``);
+        ``prompts`` go to the segmenter's ``predict`` (e.g. ``box=``), ``source`` names the image in errors."""
         if self.segmenter is None:
             raise InputError(f"{self.name} needs the ROI mask of {source}: pass mask=..., or build the method with "
                              "segmenter=load_method('box_prompt') and pass box=... (or a med_persam segmenter with "
@@ -210,7 +235,7 @@ class ClassifierMethod(Method):
                 raise InputError(f"{self.name}: the segmenter's reference has no {missing}; it has {sorted(preds)}")
             mask = np.logical_or.reduce([preds[s].mask for s in names])
         else:
-            mask = self.segmenter.predict(image, **prompts).mask
+            mask = self.segmenter.predict(image, source=source, **prompts).mask
         _, mask = checked_pair(image, mask, f"{source} (segmenter {self.segmenter.name})",
                                self.config.allow_empty_mask)
         return mask
@@ -262,13 +287,14 @@ class ClassifierMethod(Method):
                for i in range(0, n, batch_size)]
         return torch.cat(out).numpy()
 
-    def predict(self, image: np.ndarray, mask: np.ndarray | None = None, **prompts: Any) -> Prediction:
-        """Classify one image given its ROI mask (or the segmenter's, from ``prompts`` such as ``box=``).
+    def predict(self, image: np.ndarray, mask: np.ndarray | None = None, *, source: str = "image",
+                **prompts: Any) -> Prediction:
+        """Classify one image given its ROI mask (or the segmenter's, from ``prompts`` such as ``box=``);
+        ``source`` names the image in error messages.
 
         Returns:
             Prediction with ``label``, ``scores`` = {class: probability} and ``extras["mask"]`` (the ROI used).
         """
-        source = prompts.pop("source", "image")
         if self.uses_mask and mask is None:
             image = checked_pair(image, None, source, False)[0]
             mask = self.segment(image, source=source, **prompts)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ...data.validate import check_image, check_mask
-from ...engine.cache import EmbeddingCache, image_key
+from ...models.cache import EmbeddingCache, image_key, load_or_compute
 from ...errors import InputError
 from ...models.backbones.base import Backbone, ImageEmbedding
 from ...prompts.transforms import Frame
@@ -253,35 +253,36 @@ class ViewEncoder:
                      tag: Callable[[int], str], compute: Callable[[torch.Tensor], torch.Tensor],
                      view0_fallback: Callable[[np.ndarray], torch.Tensor | None] | None = None) -> torch.Tensor:
         """Per-view frozen features stacked on dim 0, each looked up in the process memo, then the disk cache
-        under ``tag(view)`` (view 0 may also come from ``view0_fallback``), and computed in one batch by
-        ``compute(pixels)`` only when missing everywhere."""
+        under ``tag(view)`` (:func:`~roiprompt.models.cache.load_or_compute`, the one cache path every method
+        uses; view 0 may also come from ``view0_fallback``), and computed in one batch by ``compute(pixels)``
+        only when missing everywhere."""
         key = key or image_key(image)
         wanted = list(range(views)) if isinstance(views, int) else list(views)
-        memo_keys = [f"{key}|{self.backbone.name}|{self.backbone.weights_sha256}|{tag(v)}" for v in wanted]
-        found: dict[int, torch.Tensor] = {}
-        for v, mk in zip(wanted, memo_keys):
-            hit = _MEMO.get(mk)
-            if hit is None and self.cache is not None:
-                emb = self.cache.load(image, self.backbone, tag(v))
-                hit = None if emb is None else emb.features[0]
-                if hit is None and v == 0 and view0_fallback is not None:
-                    hit = view0_fallback(image)
-                    if hit is not None:
-                        self.cache.store(image, self.backbone, ImageEmbedding(hit[None]), tag(v))
-            if hit is not None:
-                found[v] = hit
-                _MEMO.put(mk, hit)
+        memo_keys = {v: f"{key}|{self.backbone.name}|{self.backbone.weights_sha256}|{tag(v)}" for v in wanted}
+        found = {v: hit for v in wanted if (hit := _MEMO.get(memo_keys[v])) is not None}
         missing = [v for v in wanted if v not in found]
         if missing:
-            pixels = torch.cat([self.pixels(image, None, v, key)[0] for v in missing])
-            with torch.no_grad():
-                computed = compute(pixels)
-            self.encoder_calls += len(missing)
-            for i, v in enumerate(missing):
-                found[v] = computed[i].contiguous()
-                _MEMO.put(memo_keys[wanted.index(v)], found[v])
-                if self.cache is not None:
-                    self.cache.store(image, self.backbone, ImageEmbedding(found[v][None]), tag(v))
+            by_tag = {tag(v): v for v in missing}
+
+            def compute_missing(tags: list[str]) -> list[ImageEmbedding]:
+                out: dict[str, torch.Tensor] = {}
+                if self.cache is not None and view0_fallback is not None and 0 in missing and tag(0) in tags:
+                    if (hit := view0_fallback(image)) is not None:  # derived from another method's entry
+                        out[tag(0)] = hit
+                todo = [t for t in tags if t not in out]
+                if todo:
+                    pixels = torch.cat([self.pixels(image, None, by_tag[t], key)[0] for t in todo])
+                    with torch.no_grad():
+                        computed = compute(pixels)
+                    self.encoder_calls += len(todo)
+                    out.update({t: computed[i].contiguous() for i, t in enumerate(todo)})
+                return [ImageEmbedding(out[t][None]) for t in tags]
+
+            embeddings = load_or_compute(self.cache, image, self.backbone, list(by_tag), compute_missing)
+            for t, emb in zip(by_tag, embeddings):
+                v = by_tag[t]
+                found[v] = emb.features[0]
+                _MEMO.put(memo_keys[v], found[v])
         return torch.stack([found[v] for v in wanted])
 
 

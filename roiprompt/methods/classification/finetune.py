@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base import register_method
+from ..config import check_int, check_number
 from .base import ClassifierConfig, ClassifierMethod
 
 
@@ -39,6 +40,11 @@ class FinetuneConfig(ClassifierConfig):
 
     encoder_lr: float = 1e-4
     input_size: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        check_number("encoder_lr", self.encoder_lr, 0.0)
+        check_int("input_size", self.input_size, 1, optional=True)
 
 
 def _pooled(out: Any) -> torch.Tensor:
@@ -91,7 +97,8 @@ class EncoderClassifier(nn.Module):
             self._mask = None
 
 
-@register_method("finetune")
+@register_method(
+    "finetune", task="classification", family="segprompt", role="baseline", paper="full fine-tuning (methods.md §2.4)", trains=True)
 class Finetune(ClassifierMethod):
     """Baseline: fine-tune the whole image encoder and a linear head (no mask)."""
 
@@ -132,7 +139,8 @@ class Finetune(ClassifierMethod):
                                  mask_channel=self.mask_channel)
 
 
-@register_method("mask_channel")
+@register_method(
+    "mask_channel", task="classification", family="segprompt", role="baseline", paper="fine-tuning with the mask as an input channel (methods.md §2.4)", trains=True)
 class MaskChannel(Finetune):
     """Baseline: fine-tune the encoder with the ROI mask as an extra input channel."""
 

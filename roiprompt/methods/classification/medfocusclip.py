@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,8 +40,10 @@ from torch import nn
 
 from ...errors import InputError
 from ...models.backbones.base import Backbone, load_backbone
+from ...types import Sample
 from ...models.backbones.clip import ClipBackbone
 from ..base import register_method
+from ..config import ConfigError, check_int, check_number, check_probability
 from .base import ClassifierConfig, ClassifierMethod
 from .features import checked_pair, grid_to_image
 from .guidance import GuidedClsAttention, GuidedTokenPool
@@ -70,9 +72,20 @@ class MedFocusConfig(ClassifierConfig):
     guided_blocks: int = 4
     lam: float = 0.5
     dropout: float = 0.1
-    text_encoder: str = "auto"
+    text_encoder: Literal["auto", "minilm", "backbone"] = "auto"
     templates: tuple[str, ...] = ("a medical image of {}.", "an image showing {}.", "{}.")
     class_prompts: Mapping[str, Any] | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("dim", self.dim, 1)
+        check_number("eps", self.eps, 0.0)  # 0: attention strictly inside the ROI
+        check_int("guided_blocks", self.guided_blocks, 1)
+        check_probability("lam", self.lam)
+        check_number("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        if isinstance(self.templates, str) or not self.templates or not all(isinstance(t, str) for t in self.templates):
+            raise ConfigError("templates", self.templates, "a non-empty sequence of strings, each with {} for the "
+                              "class phrase")
 
 
 def class_prompts(classes: Sequence[str], templates: Sequence[str],
@@ -106,7 +119,7 @@ def text_encoder_for(backbone: Backbone, choice: str = "auto") -> Backbone:
         return backbone
     if choice == "minilm":
         return _text_backbone("minilm")
-    raise InputError(f"text_encoder={choice!r}; expected 'auto', 'minilm' or 'backbone'")
+    raise InputError(f"text_encoder={choice!r} is not allowed; expected 'auto', 'minilm' or 'backbone'")
 
 
 @torch.no_grad()
@@ -166,19 +179,20 @@ class FocusHead(nn.Module):
                                                                          label_smoothing=self.label_smoothing)
 
 
-@register_method("medfocusclip")
+@register_method(
+    "medfocusclip", task="classification", family="medfocusclip", role="paper", paper="MedFocusCLIP", trains=True)
 class MedFocusCLIP(ClassifierMethod):
     """Few-shot classification with segmentation-guided attention and class-prompt text (methods.md §3)."""
 
     config_class = MedFocusConfig
     uses_mask = True
 
-    def __init__(self, backbone: str | Backbone = "litemedsam", segmenter=None, **config: Any) -> None:
-        super().__init__(backbone, segmenter, **config)
+    def _check_setup(self) -> None:
         if isinstance(self.backbone, ClipBackbone):
             blocks = len(self.backbone.vision.encoder.layers)
             if not 1 <= self.config.guided_blocks <= blocks:
-                raise InputError(f"guided_blocks={self.config.guided_blocks}; this CLIP has {blocks} blocks")
+                raise ConfigError("guided_blocks", self.config.guided_blocks,
+                                  f"1 to {blocks} (this CLIP has {blocks} blocks)", owner=self.name)
 
     def _inputs(self, image: np.ndarray, mask: np.ndarray | None, views: list[int], key: str) -> dict[str, torch.Tensor]:
         if isinstance(self.backbone, ClipBackbone):  # hidden states entering the guided blocks
@@ -220,12 +234,12 @@ class MedFocusCLIP(ClassifierMethod):
             model.sd.copy_(v.std(0).clamp_min(1e-6) if n > 1 else torch.ones_like(model.sd))
 
     @torch.no_grad()
-    def attention(self, image: np.ndarray, mask: np.ndarray | None = None, resolution: str = "grid",
-                  **prompts: Any) -> dict[str, np.ndarray]:
+    def attention(self, image: np.ndarray, mask: np.ndarray | None = None, resolution: str = "grid", *,
+                  source: str = "image", **prompts: Any) -> dict[str, np.ndarray]:
         """The guidance's attention over the image, with and without the ROI bias (the explanation output).
 
         Args:
-            image, mask, prompts: as :meth:`predict` (no mask: the segmenter's, from e.g. ``box=``).
+            image, mask, source, prompts: as :meth:`predict` (no mask: the segmenter's, from e.g. ``box=``).
             resolution: "grid" (the token grid, each map sums to 1) or "image" (upsampled to the image's HxW).
 
         Returns:
@@ -233,7 +247,6 @@ class MedFocusCLIP(ClassifierMethod):
         """
         if self.model is None:
             raise InputError(f"{self.name}: call fit() before explaining")
-        source = prompts.pop("source", "image")
         if mask is None:
             mask = self.segment(checked_pair(image, None, source, False)[0], source=source, **prompts)
         inputs = self.inputs(image, mask, source=source)
@@ -248,14 +261,16 @@ class MedFocusCLIP(ClassifierMethod):
         return {**out, "mask": mask}
 
 
-@register_method("medfocusclip_unguided")
+@register_method(
+    "medfocusclip_unguided", task="classification", family="medfocusclip", role="baseline", paper="MedFocusCLIP without guidance (m = 1, methods.md §3.3)", trains=True)
 class MedFocusCLIPUnguided(MedFocusCLIP):
     """Baseline: MedFocusCLIP with ``m ≡ 1`` (no segmentation guidance; the paper's "CLIP few-shot" row)."""
 
     uses_mask = False
 
-    def attention(self, image: np.ndarray, mask: np.ndarray | None = None, **prompts: Any) -> dict[str, np.ndarray]:
-        raise InputError(f"{self.name} has no guidance to explain; use medfocusclip")
+    def attention(self, image: np.ndarray, mask: np.ndarray | None = None, resolution: str = "grid", *,
+                  source: str = "image", **prompts: Any) -> dict[str, np.ndarray]:
+        raise InputError(f"{self.name} has no guidance to explain ({source}); use medfocusclip")
 
 
 class _ZeroShotHead(nn.Module):
@@ -268,35 +283,39 @@ class _ZeroShotHead(nn.Module):
         return self.logit_scale * F.normalize(features, dim=1) @ self.text.T
 
 
-@register_method("zero_shot")
+@register_method(
+    "zero_shot", task="classification", family="medfocusclip", role="baseline", paper="CLIP zero-shot (methods.md §3.3)", trains=False)
 class ZeroShot(ClassifierMethod):
     """Baseline: CLIP zero-shot from class prompts (no training; needs an image-text aligned backbone)."""
 
     config_class = MedFocusConfig  # reads templates, class_prompts and text_encoder only
     uses_mask = False
 
-    def __init__(self, backbone: str | Backbone = "litemedsam", segmenter=None, **config: Any) -> None:
-        super().__init__(backbone, segmenter, **config)
+    def _check_setup(self) -> None:
         if not (isinstance(self.backbone, ClipBackbone) and self.backbone.tokenizer is not None):
             raise InputError(f"zero_shot needs an image-text aligned backbone (CLIP with its tokenizer); "
                              f"{self.backbone.name!r} has none (MiniLM is not aligned to any image encoder)")
         if self.config.text_encoder == "minilm":
-            raise InputError("zero_shot compares image and text embeddings, so the text must come from the same "
-                             "CLIP: use text_encoder='auto' or 'backbone'")
+            raise ConfigError("text_encoder", "minilm", "'auto' or 'backbone': zero_shot compares image and text "
+                              "embeddings, so the text must come from the same CLIP", owner=self.name)
 
     def _inputs(self, image: np.ndarray, mask: np.ndarray | None, views: list[int], key: str) -> dict[str, torch.Tensor]:
         embeds = self.encoder.cached_views(image, views, key, lambda v: f"image_embeds-v{v}",
                                            lambda px: self.backbone.encode_image(px).extra["image_embeds"])
         return {"features": embeds}
 
-    def fit(self, support=()):
+    def _build(self, num_classes: int, in_dim: int) -> nn.Module:
+        """CLIP's own similarity head over the class prompts of ``self.classes`` (nothing to train)."""
+        scale = float(self.backbone.model.logit_scale.exp())
+        return _ZeroShotHead(prompt_embeddings(self.backbone, self.config, self.classes), scale).eval()
+
+    def fit(self, support: Sequence[Sample] = ()) -> "ZeroShot":
         """Only records the classes (from ``config.classes`` or the support labels) and encodes their prompts."""
         labels = sorted({str(s.label) for s in support if s.label is not None})
         classes = list(self.config.classes) if self.config.classes else labels
         if len(classes) < 2:
             raise InputError(f"{self.name}: need at least two classes (config classes= or labelled samples)")
-        scale = float(self.backbone.model.logit_scale.exp())
-        text = prompt_embeddings(self.backbone, self.config, classes)
-        self.model, self.classes = _ZeroShotHead(text, scale).eval(), classes
+        self.classes = classes
         self.feature_dim, self.fit_seconds = self.backbone.embed_dim, 0.0
+        self.model = self._build(len(classes), self.feature_dim)
         return self

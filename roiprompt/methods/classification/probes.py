@@ -11,7 +11,8 @@ from .base import ClassifierMethod
 from .heads import PooledLinearHead
 
 
-@register_method("linear_probe")
+@register_method(
+    "linear_probe", task="classification", family="segprompt", role="baseline", paper="linear probe (methods.md §2.4)", trains=True)
 class LinearProbe(ClassifierMethod):
     """Baseline: a linear layer on the standardised mean of the frozen tokens (no mask)."""
 
@@ -25,7 +26,8 @@ class LinearProbe(ClassifierMethod):
         model.set_statistics(inputs["tokens"], inputs.get("mask"))
 
 
-@register_method("linear_probe_masked")
+@register_method(
+    "linear_probe_masked", task="classification", family="segprompt", role="baseline", paper="mask-weighted linear probe (methods.md §2.4)", trains=True)
 class MaskedLinearProbe(LinearProbe):
     """Baseline: a linear layer on the standardised mask-weighted mean of the frozen tokens."""
 

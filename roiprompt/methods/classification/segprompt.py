@@ -15,10 +15,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
 from ..base import register_method
+from ..config import ConfigError, check_int, check_number
 from .base import ClassifierConfig, ClassifierMethod
 from .heads import SegPromptHead
 
@@ -44,10 +46,21 @@ class SegPromptConfig(ClassifierConfig):
     # "cls_roi", not §2.2's "cls" (our choice). BUS-BRA validation split (valid_1 = 0, 299 images), K = 16,
     # seeds 0-2, a development run (not a committed benchmark): balanced accuracy 0.667 -> 0.696, AUROC 0.710 -> 0.764. On a toy task where
     # only the mask's position decides the class, CLS alone never left chance in 150 steps; "cls_roi" reached 100 %.
-    readout: str = "cls_roi"
+    readout: Literal["cls", "cls_roi"] = "cls_roi"
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("dim", self.dim, 1)
+        check_int("depth", self.depth, 1)
+        check_int("heads", self.heads, 1)
+        if self.dim % self.heads:
+            raise ConfigError("heads", self.heads, f"a divisor of dim={self.dim}")
+        check_number("mlp_ratio", self.mlp_ratio, 0.0, low_open=True)
+        check_int("prompts", self.prompts, 0)
 
 
-@register_method("segprompt")
+@register_method(
+    "segprompt", task="classification", family="segprompt", role="paper", paper="SegPrompt (SegPrompt-Lite, methods.md §2.2)", trains=True)
 class SegPrompt(ClassifierMethod):
     """Few-shot classification with the ROI mask as segmentation tokens next to frozen image tokens."""
 
@@ -61,7 +74,8 @@ class SegPrompt(ClassifierMethod):
                              seg_tokens=self.uses_mask, readout=self.config.readout if self.uses_mask else "cls")
 
 
-@register_method("vpt")
+@register_method(
+    "vpt", task="classification", family="segprompt", role="baseline", paper="VPT-like prompts without segmentation tokens (methods.md §2.4)", trains=True)
 class PromptTuning(SegPrompt):
     """Baseline: the SegPrompt head without segmentation tokens (VPT-like prompt tuning; the mask is unused)."""
 

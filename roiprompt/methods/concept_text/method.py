@@ -7,7 +7,8 @@ Registered names (one code path, one training recipe):
   sentence + pseudo-text token of the ROI) mixed with the student's prediction ``ŷ`` (self-adding noise) and
   distils the text into ``ŷ``; inference reads the image only (``c = a ŷ + b``), no text encoder is loaded.
 * ``concept_text_teacher``: the same fitted model at test time with the real (oracle) attribute text of the test
-  ROI: an upper bound that needs the test mask. ``ConceptText.as_teacher()`` shares the student's weights.
+  ROI: an upper bound that needs the test mask. ``ConceptText.as_teacher()`` (``ConceptTextTeacher.sharing``)
+  shares the student's weights.
 * ``concept_text_class_name``: the decoder conditioned on one fixed class-name sentence ("a polyp"), no KD.
 * ``concept_text_no_text``: the decoder conditioned on a learned constant (no text at all).
 
@@ -26,30 +27,32 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Literal, Sequence, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from ...data.validate import check_image, check_mask
-from ...engine.cache import EmbeddingCache
 from ...errors import InputError
-from ...models.backbones.base import Backbone, ImageEmbedding, load_backbone
+from ...models.backbones.base import Backbone, load_backbone
+from ...models.cache import encode_cached
 from ...prompts.transforms import Frame
 from ...types import Prediction, Sample
-from ..base import Method, register_method, resolve_config
+from ..base import Method, config_values, register_method
 from ..classification.base import cosine_with_warmup
+from ..config import MethodConfig, check_int, check_number
 from .attributes import roi_image
 from .sources import AttributeSource, MeasuredAttributes
 from .model import (ConditionedDecoder, Conditioning, EmbeddingPredictor, PseudoText, dice_ce_loss,
                     distillation_loss)
 
 PLACEHOLDER = "[unused0]"
+_C = TypeVar("_C", bound="ConceptText")
 
 
 @dataclass(frozen=True)
-class ConceptTextConfig:
+class ConceptTextConfig(MethodConfig):
     """Settings of the conceptual-text segmenters (methods.md §4; defaults are the CPU recipe).
 
     Attributes:
@@ -70,8 +73,6 @@ class ConceptTextConfig:
             Hugging Face folder, tokenizer included): any backbone with ``text_with_slots``.
         text_weights: local weights of the text encoder (None: its offline default).
         seed: initialisation and batch order.
-        weights: local LiteMedSAM checkpoint (None: the offline default).
-        cache_dir: on-disk cache of image embeddings.
     """
 
     structure: str | None = None
@@ -79,7 +80,7 @@ class ConceptTextConfig:
     class_prompt: str | None = None
     template: str = f"Segmentation area of {PLACEHOLDER}. "
     extended_attributes: bool = False
-    roi_feature: str = "masked_pool"
+    roi_feature: Literal["masked_pool", "roi_image"] = "masked_pool"
     train_decoder: bool = True
     self_noise: bool = True
     epochs: int = 50
@@ -93,8 +94,18 @@ class ConceptTextConfig:
     text_encoder: str = "minilm"
     text_weights: str | None = None
     seed: int = 0
-    weights: str | None = None
-    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("epochs", self.epochs, 0)  # the schedule runs at least one step whatever the epochs
+        check_int("max_steps", self.max_steps, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_number("lr", self.lr, 0.0)
+        check_number("weight_decay", self.weight_decay, 0.0)
+        check_int("warmup_steps", self.warmup_steps, 0)
+        check_number("kd_weight", self.kd_weight, 0.0)
+        check_number("kd_temperature", self.kd_temperature, 0.0, low_open=True)
+        check_int("seed", self.seed, 0)
 
 
 class _Segmenter(nn.Module):
@@ -119,22 +130,15 @@ class ConceptText(Method):
         >>> seg.as_teacher().predict(image, mask=truth)   # oracle text of the true ROI (upper bound)
     """
 
-    task = "segmentation"
+    config_class = ConceptTextConfig
     conditioning: ClassVar[str] = "student"  # "student" | "teacher" | "class_name" | "no_text"
 
     def __init__(self, backbone: str | Backbone = "litemedsam", attribute_source: AttributeSource | None = None,
-                 **config: Any) -> None:
-        self.config = resolve_config(ConceptTextConfig, self.name, config)
-        # where the training sentences come from: measured (offline default) or a user's multimodal model
+                 **kwargs: Any) -> None:
+        """``attribute_source``: where the training sentences come from (None: measured from the masks, offline);
+        ``kwargs``: ``weights``, ``cache_dir`` (image embeddings) and config fields, as :class:`Method`."""
+        super().__init__(backbone, **kwargs)
         self.attribute_source = attribute_source or MeasuredAttributes(extended=self.config.extended_attributes)
-        if self.config.roi_feature not in ("masked_pool", "roi_image"):
-            raise InputError(f"roi_feature={self.config.roi_feature!r}; expected 'masked_pool' or 'roi_image'")
-        if isinstance(backbone, str):
-            backbone = load_backbone(backbone, weights=self.config.weights)
-        if not (backbone.has_image_encoder and backbone.has_decoder and hasattr(backbone.model, "mask_decoder")):
-            raise InputError(f"{self.name} needs a SAM-family backbone with a mask decoder; got {backbone.name!r}")
-        self.backbone = backbone
-        self.cache = EmbeddingCache(self.config.cache_dir) if self.config.cache_dir else None
         self.model: _Segmenter | None = None
         self.structure: str | None = None
         self.losses: list[dict[str, float]] = []
@@ -142,17 +146,31 @@ class ConceptText(Method):
         self._text: Backbone | None = None  # loaded by fit (and by the teacher's predict), never by the student
         self.sentences: dict[str, str] = {}  # sample id -> the attribute sentence it was trained with
 
+    def _check_setup(self) -> None:
+        b = self.backbone
+        if not (b.has_image_encoder and b.has_decoder and hasattr(b.model, "mask_decoder")):
+            raise InputError(f"{self.name} needs a SAM-family backbone with a mask decoder; got {b.name!r}")
+
+    @classmethod
+    def sharing(cls: type[_C], fitted: "ConceptText") -> _C:
+        """A ``cls`` method built on ``fitted``'s backbone, config, attribute source and embedding cache that
+        shares its trained model (no copy, no training): e.g. the teacher of a fitted student."""
+        if fitted.model is None:
+            raise InputError(f"{cls.name}: sharing() needs a fitted model; call fit() on {fitted.name} first")
+        trained = {"teacher": "student"}  # the teacher trains as the student: one fit serves both
+        if trained.get(cls.conditioning, cls.conditioning) != trained.get(fitted.conditioning, fitted.conditioning):
+            raise InputError(f"{cls.name} cannot share the model of {fitted.name}: they are trained differently")
+        other = cls(fitted.backbone, attribute_source=fitted.attribute_source, **config_values(fitted.config))
+        other.cache = fitted.cache
+        other.model, other.structure, other.sentences = fitted.model, fitted.structure, fitted.sentences
+        other.losses, other.fit_seconds, other._text = fitted.losses, fitted.fit_seconds, fitted._text
+        return other
+
     # -- features ----------------------------------------------------------------------------------------------
     def embed(self, image: np.ndarray, source: str = "image") -> torch.Tensor:
-        """(1, 256, 64, 64) frozen image embedding, from the cache when present."""
+        """(1, 256, 64, 64) frozen image embedding, from the cache when present (``source`` names the image)."""
         image = check_image(image, source)
-        if self.cache is not None and (hit := self.cache.load(image, self.backbone)) is not None:
-            return hit.features
-        with torch.no_grad():
-            emb = self.backbone.encode_image(self.backbone.preprocess(image))
-        if self.cache is not None:
-            self.cache.store(image, self.backbone, emb)
-        return emb.features
+        return encode_cached(self.backbone, image, self.cache)[0].features
 
     def _roi_feature(self, image: np.ndarray, mask: np.ndarray, embedding: torch.Tensor) -> torch.Tensor:
         """(256,) feature of the ROI for ``g_roi``."""
@@ -282,14 +300,20 @@ class ConceptText(Method):
         return model.cond(y_hat, text)
 
     @torch.no_grad()
-    def predict(self, image: np.ndarray, mask: np.ndarray | None = None, source: str = "image",
+    def predict(self, image: np.ndarray, mask: np.ndarray | None = None, *, source: str = "image",
                 **prompts: Any) -> Prediction:
-        """Segment the structure in ``image`` (the teacher also needs the true ``mask`` for its text).
+        """Segment the structure in ``image`` (the teacher also needs the true ``mask`` for its text); ``source``
+        names the image in error messages.
 
         Returns:
-            Prediction with ``mask`` (HxW bool, original resolution), ``scores["confidence"]`` (mean
-            foreground probability inside the predicted mask) and ``extras["probability"]`` (HxW float).
+            Prediction with ``mask`` (HxW bool, original resolution), ``scores["quality"]`` (mean foreground
+            probability inside the predicted mask, 0 when it is empty) and ``extras["probability"]`` (HxW float).
+
+        Raises:
+            InputError: not fitted, bad image or mask, the teacher without ``mask``, or an unexpected prompt.
         """
+        if prompts:
+            raise InputError(f"{self.name} takes no prompts besides mask= (got {sorted(prompts)}) for {source}")
         if self.model is None:
             raise InputError(f"{self.name}: call fit() before predict()")
         image = check_image(image, source)
@@ -297,8 +321,8 @@ class ConceptText(Method):
         logits = self.model.decoder(embedding, self._condition(image, embedding, mask, source))
         prob = torch.sigmoid(Frame(image.shape[:2], self.backbone.input_size).logits_to_original(logits))[0, 0]
         out = (prob > 0.5).numpy()
-        confidence = float(prob[prob > 0.5].mean()) if out.any() else 0.0
-        return Prediction(mask=out, scores={"confidence": confidence}, extras={"probability": prob.numpy()})
+        quality = float(prob[prob > 0.5].mean()) if out.any() else 0.0
+        return Prediction(mask=out, scores={"quality": quality}, extras={"probability": prob.numpy()})
 
     @torch.no_grad()
     def distillation_gap(self, samples: Sequence[Sample]) -> float:
@@ -326,19 +350,19 @@ class ConceptText(Method):
         """This fitted model evaluated with the real attribute text of each test ROI (``concept_text_teacher``)."""
         if self.model is None or self.conditioning != "student":
             raise InputError("as_teacher() needs a fitted concept_text (student) model")
-        teacher = ConceptTextTeacher.__new__(ConceptTextTeacher)
-        teacher.__dict__.update(self.__dict__)
-        return teacher
+        return ConceptTextTeacher.sharing(self)
 
     def setting(self) -> dict[str, Any]:
         out = super().setting()
         return {**out, "structure": self.structure or self.config.structure}
 
 
-register_method("concept_text")(ConceptText)
+register_method(
+    "concept_text", task="text_free_segmentation", family="concept_text", role="paper", paper="conceptual text prompts, CoTexNet (He et al., Engineering 2026)", trains=True)(ConceptText)
 
 
-@register_method("concept_text_teacher")
+@register_method(
+    "concept_text_teacher", task="text_free_segmentation", family="concept_text", role="baseline", paper="CoTexNet teacher: oracle attribute text (methods.md §4.5)", trains=True)
 class ConceptTextTeacher(ConceptText):
     """Baseline/upper bound: the concept_text model with the real attribute text of the test ROI at inference."""
 
@@ -347,14 +371,16 @@ class ConceptTextTeacher(ConceptText):
     # fit is the student's: one training gives both (ConceptText.as_teacher() shares a fitted student's weights)
 
 
-@register_method("concept_text_class_name")
+@register_method(
+    "concept_text_class_name", task="text_free_segmentation", family="concept_text", role="baseline", paper="fixed class-name prompt (methods.md §4.5)", trains=True)
 class ConceptTextClassName(ConceptText):
     """Baseline: the same segmenter conditioned on one fixed class-name sentence (no ROI text, no KD)."""
 
     conditioning = "class_name"
 
 
-@register_method("concept_text_no_text")
+@register_method(
+    "concept_text_no_text", task="text_free_segmentation", family="concept_text", role="baseline", paper="no text (methods.md §4.5)", trains=True)
 class ConceptTextNoText(ConceptText):
     """Baseline: the same segmenter conditioned on a learned constant instead of text."""
 

@@ -38,12 +38,13 @@ from ...errors import InputError
 from ...prompts.points import persam_points, select_points
 from ...types import Prediction
 from ..base import register_method
-from ..oneshot import OneShotMethod, Target, best_output, sigmoid
+from ..config import ConfigError, MethodConfig, check_int, check_number, check_probability
+from ..oneshot import OneShotMethod, Target, sigmoid
 from .warping import fit_warping, predict_flow, refine_flow, upsample_flow, warp
 
 
 @dataclass(frozen=True)
-class WarpingConfig:
+class WarpingConfig(MethodConfig):
     """Settings of the warping model (shared by ``med_persam`` and ``registration``).
 
     Attributes:
@@ -57,8 +58,6 @@ class WarpingConfig:
         instance_grid: side of the control lattice of that refinement.
         instance_lr: its learning rate, in pixels of ``warp_size``.
         seed: seeds the flow initialisation and pair sampling.
-        weights: local checkpoint of the backbone (None: offline default).
-        cache_dir: on-disk embedding cache (None: none).
     """
 
     warp_size: int = 128
@@ -71,8 +70,22 @@ class WarpingConfig:
     instance_grid: int = 16
     instance_lr: float = 4.0
     seed: int = 0
-    weights: str | None = None
-    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("warp_size", self.warp_size, 16)
+        if self.warp_size % 16:  # the flow U-Net halves the image four times
+            raise ConfigError("warp_size", self.warp_size, "a multiple of 16 (the flow U-Net's input must be "
+                              "divisible by 16)")
+        check_int("warp_iterations", self.warp_iterations, 0)
+        check_int("warp_batch", self.warp_batch, 1)
+        check_number("warp_lr", self.warp_lr, 0.0, low_open=True)
+        check_number("smoothness_weight", self.smoothness_weight, 0.0)
+        check_int("max_pool", self.max_pool, 0)
+        check_int("instance_iterations", self.instance_iterations, 0)
+        check_int("instance_grid", self.instance_grid, 2)
+        check_number("instance_lr", self.instance_lr, 0.0, low_open=True)
+        check_int("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,23 @@ class MedPerSAMConfig(WarpingConfig):
     retrain_min_iou: float = 0.85
     retrain_area_range: tuple[float, float] = (0.25, 4.0)
 
+    def validate(self) -> None:
+        super().validate()
+        if not self.mask_prompt and not self.box and self.points == "none":
+            raise ConfigError("mask_prompt, box, points", (self.mask_prompt, self.box, self.points),
+                              "at least one prompt: mask_prompt=True, box=True or points other than 'none'")
+        check_number("box_pad", self.box_pad, 0.0)
+        check_int("refine_rounds", self.refine_rounds, 0)
+        check_probability("refine_prior", self.refine_prior)
+        check_probability("refine_stop_dice", self.refine_stop_dice)
+        check_int("retrain_rounds", self.retrain_rounds, 0)
+        check_int("retrain_iterations", self.retrain_iterations, 0)
+        check_number("retrain_min_iou", self.retrain_min_iou)
+        area = self.retrain_area_range
+        if not (len(area) == 2 and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in area)
+                and 0 < area[0] <= area[1]):
+            raise ConfigError("retrain_area_range", area, "(low, high) with 0 < low <= high")
+
 
 def grey_square(image: np.ndarray, size: int) -> torch.Tensor:
     """HxW or HxWx3 uint8 -> (size, size) float32 grey in [0, 1] (channel mean, antialiased resize)."""
@@ -139,8 +169,6 @@ class _Warping(OneShotMethod):
 
     def _on_reference(self, pool: Sequence[np.ndarray]) -> None:
         cfg, ref = self.config, self.reference
-        if cfg.warp_size % 16:
-            raise InputError(f"warp_size must be divisible by 16, got {cfg.warp_size}")
         self._ref_grey = grey_square(ref.image, cfg.warp_size)
         masks = list(ref.masks.values())
         self._ref_masks_small = square_masks(masks, cfg.warp_size)  # (K, w, w): the fit's Dice terms
@@ -178,7 +206,8 @@ class _Warping(OneShotMethod):
         return work, orig.numpy() > 0.5
 
 
-@register_method("registration")
+@register_method(
+    "registration", task="oneshot", family="med_persam", role="baseline", paper="Med-PerSAM ablation (a): registration only", trains=True)
 class Registration(_Warping):
     """The warped reference mask alone, thresholded at 0.5 (no SAM): rung (a) of the ablation ladder."""
 
@@ -189,7 +218,8 @@ class Registration(_Warping):
         return Prediction(mask=mask, scores={}, extras={"warped_mask": mask})
 
 
-@register_method("med_persam")
+@register_method(
+    "med_persam", task="oneshot", family="med_persam", role="paper", paper="Med-PerSAM", trains=True)
 class MedPerSAM(_Warping):
     """Med-PerSAM: warped-mask, box and prototype-point prompts to a frozen SAM-family model, refined.
 
@@ -224,9 +254,10 @@ class MedPerSAM(_Warping):
                 dense = np.clip(20.0 * (estimate - 0.5), -10.0, 10.0)
             else:
                 dense = logits
-            if points is None and box is None and dense is None:
-                raise InputError("med_persam: every prompt is switched off (mask_prompt, box, points)")
-            mask, iou, logits, _ = best_output(self.decode(target, points, labels, box, dense, multimask))
+            if points is None and box is None and dense is None:  # box-only config, empty warped mask
+                raise InputError(f"{self.name}: nothing to prompt {target.source} with: the warped reference mask "
+                                 f"of {structure!r} is empty and only its box is enabled (mask_prompt=False)")
+            mask, iou, logits = self.decode(target, points, labels, box, dense, multimask).best()
             rounds = step + 1
             if prev is not None and metrics.dice(mask, prev) > cfg.refine_stop_dice:
                 break
@@ -235,10 +266,19 @@ class MedPerSAM(_Warping):
         to_orig = target.frame.points_to_original
         return Prediction(
             mask=mask,
-            scores={"iou_pred": iou, "warp_agreement": metrics.dice(mask, warped_orig)},
+            scores={"iou_pred": iou, "quality": iou, "warp_agreement": metrics.dice(mask, warped_orig)},
             extras={"points": None if points is None else to_orig(points * scale), "point_labels": labels,
-                    "box": None if box is None else to_orig(box.reshape(2, 2) * scale).reshape(4),
+                    "boxes": None if box is None else to_orig(box.reshape(2, 2) * scale).reshape(1, 4),
                     "warped_mask": warped_orig, "rounds": rounds, "low_res_logits": logits})
+
+    def _check_setup(self) -> None:
+        # "auto" points resolve to "none" on a backbone not trained with points (LiteMedSAM): refuse now what
+        # would otherwise fail at the first target
+        if not self.config.mask_prompt and not self.config.box and self.prompt_modes()[0] == "none":
+            raise ConfigError("mask_prompt, box, points", (False, False, self.config.points),
+                              f"at least one prompt; points='auto' means 'none' on {self.backbone.name!r} (no point "
+                              "prompts), so set mask_prompt=True, box=True or points='subregion'/'persam'",
+                              owner=self.name)
 
     def prompt_modes(self) -> tuple[str, bool]:
         """The point scheme and multimask flag actually used, with "auto" resolved for this backbone."""

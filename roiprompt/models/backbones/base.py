@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...engine.inference import EncoderRunner, InferenceOptions
+from ...runtime import EncoderRunner, InferenceOptions
 from ...errors import InputError
 
 

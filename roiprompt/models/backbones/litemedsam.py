@@ -11,8 +11,8 @@ Prompts: LiteMedSAM was trained with box prompts. Points (alone) are accepted, a
 but a lone point gives a near-empty mask with a low predicted IoU (measured on BUS-BRA: IoU_pred ~0.15);
 combine points with a box (and/or a dense mask prompt).
 
-Fast CPU path (``fast=True``, the default): the encoder runs through :class:`~roiprompt.engine.inference.
-EncoderRunner` with :class:`~roiprompt.engine.inference.InferenceOptions` (OpenVINO when installed, else eager
+Fast CPU path (``fast=True``, the default): the encoder runs through :class:`~roiprompt.runtime.
+EncoderRunner` with :class:`~roiprompt.runtime.InferenceOptions` (OpenVINO when installed, else eager
 with glibc allocator tuning, channels-last, folded BatchNorm and inference mode; same masks as the plain path).
 ``fast=False`` is the plain path the published implementation runs (eager float32 NCHW). Each switch can be set on
 its own: ``load_backbone("litemedsam", runtime="eager", precision="bfloat16", threads=2)``. Under bfloat16 the
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...engine.inference import EncoderRunner, InferenceOptions, inference_options
+from ...runtime import EncoderRunner, InferenceOptions, inference_options
 from ...errors import InputError
 from ...prompts.transforms import Frame
 from ..litemedsam import LiteMedSAMModel, build_litemedsam

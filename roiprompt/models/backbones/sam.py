@@ -32,7 +32,7 @@ import torch
 
 from torch import nn
 
-from ...engine.inference import EncoderRunner, InferenceOptions, inference_options
+from ...runtime import EncoderRunner, InferenceOptions, inference_options
 from ...errors import CheckpointError, InputError
 from ...prompts.transforms import Frame
 from ..weights import load_into, load_state_dict, sha256_of
@@ -369,7 +369,7 @@ def build_sam(weights: str | None = None, allow_download: bool = False,
     """Official SAM from a local Hugging Face folder or a segment-anything ``.pth`` file.
 
     ``fast`` and ``**inference`` (runtime, precision, threads, ...) set how the image encoder runs, as for
-    LiteMedSAM (:func:`roiprompt.engine.inference.inference_options`).
+    LiteMedSAM (:func:`roiprompt.runtime.inference_options`).
 
     Raises:
         CheckpointError: ``weights`` is None (SAM ships no offline weights; ``facebook/sam-vit-base`` is fetched

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...engine.inference import InferenceOptions, inference_options
+from ...runtime import InferenceOptions, inference_options
 from ...errors import InputError
 from ...prompts.transforms import Frame
 from .base import Backbone, ImageEmbedding, register_backbone

@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from ...engine.inference import inference_options
+from ...runtime import inference_options
 from ...errors import CheckpointError
 from .base import register_backbone
 from .clip import ClipBackbone

@@ -315,7 +315,7 @@ class TinyViT(nn.Module):
     def stem(self, pixels: torch.Tensor) -> torch.Tensor:
         """The patch embedding, the only layer that reads the pixels: (B, 3, S, S) -> (B, 64, S, S).
 
-        The part that :class:`~roiprompt.engine.inference.EncoderRunner` keeps in float32 when the rest runs in
+        The part that :class:`~roiprompt.runtime.EncoderRunner` keeps in float32 when the rest runs in
         bfloat16 (0.4 % of the FLOPs): rounding the input and its first features to 8 significant bits moved the
         masks most. On the 64 images of benchmarks/speed.py (OpenVINO bf16, benchmarks/bf16_split.py), box-prompted
         mask Dice vs float32 rose from 0.9888 to 0.9926 on average (8 % more time); a float32 part up to the end of

@@ -1,1 +1,0 @@
-"""Engine: embedding cache, CPU runtime settings, benchmark records."""
