@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .data import load_dataset
 from .errors import CheckpointError, DataError, InputError, RoiPromptError
-from .methods import Method, list_methods, load_method
+from .methods import Method, list_methods, load_method, method_info
 from .models.backbones import Backbone, list_backbones, load_backbone
 from .predictor import SamPredictor
 from .types import Prediction, Prompt, Sample
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backbone", "CheckpointError", "DataError", "InputError", "Method", "Prediction", "Prompt", "RoiPromptError",
     "Sample", "SamPredictor", "list_backbones", "list_methods", "load_backbone", "load_dataset", "load_method",
-    "metrics",
+    "method_info", "metrics",
 ]
 
 

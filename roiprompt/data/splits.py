@@ -115,8 +115,9 @@ def seeded_split(labels: list[str | None], seed: int, test_fraction: float = DEF
     ``numpy.random.default_rng(seed)`` and go to the test part in that order until it holds
     ``t = floor(test_fraction * n + 0.5)`` of the stratum's ``n`` images (a group that would overshoot ``t`` by
     as much as or more than it is still missing is passed over, except the first); a stratum of two or more groups
-    keeps at least one group in train. Without groups every stratum gets exactly ``t`` test images. So each class keeps about its share on both sides, and one patient's images are
-    never in both the train (reference / support) pool and the test targets.
+    keeps at least one group in train. Without groups every stratum gets exactly ``t`` test images. So each class
+    keeps about its share on both sides, and one patient's images are never in both the train (reference /
+    support) pool and the test targets.
 
     Returns:
         (train indices, test indices), each sorted.

@@ -13,8 +13,9 @@ from torch import nn
 
 def code_fingerprint(module: nn.Module) -> str:
     """A short hash of the code that defines ``module``: the source files of its roiprompt classes and of this
-    runtime package, and the versions of the other packages its classes come from (torch, transformers). A converted model
-    cached on disk is reused only by the code that converted it: an edited forward() converts again."""
+    runtime package, and the versions of the other packages its classes come from (torch, transformers). A
+    converted model cached on disk is reused only by the code that converted it: an edited forward() converts
+    again."""
     files, versions = set(Path(__file__).parent.glob("*.py")), {f"torch {torch.__version__}"}
     for m in module.modules():
         top = type(m).__module__.split(".")[0]

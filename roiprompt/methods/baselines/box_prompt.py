@@ -44,7 +44,9 @@ class BoxPromptConfig(MethodConfig):
 
 
 @register_method(
-    "box_prompt", task="segmentation", family="sam", role="baseline", paper="oracle box (methods.md §5)", trains=False)
+    "box_prompt", task="segmentation", family="sam", role="baseline", trains=False,
+    paper="oracle box (methods.md §5)",
+)
 class BoxPrompt(Method):
     """SAM-family segmentation from a box (oracle with ground-truth boxes).
 

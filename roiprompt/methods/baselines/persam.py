@@ -86,7 +86,9 @@ def _prediction(method: OneShotMethod, target: Target, mask: np.ndarray, iou: fl
 
 
 @register_method(
-    "persam", task="oneshot", family="med_persam", role="baseline", paper="PerSAM (Zhang et al., ICLR 2024)", trains=False)
+    "persam", task="oneshot", family="med_persam", role="baseline", trains=False,
+    paper="PerSAM (Zhang et al., ICLR 2024)",
+)
 class PerSAM(OneShotMethod):
     """Training-free PerSAM: prototype arg-max/arg-min points, then cascaded refinement.
 
@@ -108,7 +110,9 @@ class PerSAM(OneShotMethod):
 
 
 @register_method(
-    "persam_f", task="oneshot", family="med_persam", role="baseline", paper="PerSAM-F (Zhang et al., ICLR 2024)", trains=True)
+    "persam_f", task="oneshot", family="med_persam", role="baseline", trains=True,
+    paper="PerSAM-F (Zhang et al., ICLR 2024)",
+)
 class PerSAMF(OneShotMethod):
     """PerSAM-F: the positive point only, SAM's 3 masks mixed by 2 weights fit on the reference, then refinement.
 

@@ -98,7 +98,9 @@ class EncoderClassifier(nn.Module):
 
 
 @register_method(
-    "finetune", task="classification", family="segprompt", role="baseline", paper="full fine-tuning (methods.md §2.4)", trains=True)
+    "finetune", task="classification", family="segprompt", role="baseline", trains=True,
+    paper="full fine-tuning (methods.md §2.4)",
+)
 class Finetune(ClassifierMethod):
     """Baseline: fine-tune the whole image encoder and a linear head (no mask)."""
 
@@ -140,7 +142,9 @@ class Finetune(ClassifierMethod):
 
 
 @register_method(
-    "mask_channel", task="classification", family="segprompt", role="baseline", paper="fine-tuning with the mask as an input channel (methods.md §2.4)", trains=True)
+    "mask_channel", task="classification", family="segprompt", role="baseline", trains=True,
+    paper="fine-tuning with the mask as an input channel (methods.md §2.4)",
+)
 class MaskChannel(Finetune):
     """Baseline: fine-tune the encoder with the ROI mask as an extra input channel."""
 

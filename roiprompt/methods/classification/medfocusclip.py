@@ -180,7 +180,9 @@ class FocusHead(nn.Module):
 
 
 @register_method(
-    "medfocusclip", task="classification", family="medfocusclip", role="paper", paper="MedFocusCLIP", trains=True)
+    "medfocusclip", task="classification", family="medfocusclip", role="paper", trains=True,
+    paper="MedFocusCLIP",
+)
 class MedFocusCLIP(ClassifierMethod):
     """Few-shot classification with segmentation-guided attention and class-prompt text (methods.md §3)."""
 
@@ -262,7 +264,9 @@ class MedFocusCLIP(ClassifierMethod):
 
 
 @register_method(
-    "medfocusclip_unguided", task="classification", family="medfocusclip", role="baseline", paper="MedFocusCLIP without guidance (m = 1, methods.md §3.3)", trains=True)
+    "medfocusclip_unguided", task="classification", family="medfocusclip", role="baseline", trains=True,
+    paper="MedFocusCLIP without guidance (m = 1, methods.md §3.3)",
+)
 class MedFocusCLIPUnguided(MedFocusCLIP):
     """Baseline: MedFocusCLIP with ``m ≡ 1`` (no segmentation guidance; the paper's "CLIP few-shot" row)."""
 
@@ -284,7 +288,9 @@ class _ZeroShotHead(nn.Module):
 
 
 @register_method(
-    "zero_shot", task="classification", family="medfocusclip", role="baseline", paper="CLIP zero-shot (methods.md §3.3)", trains=False)
+    "zero_shot", task="classification", family="medfocusclip", role="baseline", trains=False,
+    paper="CLIP zero-shot (methods.md §3.3)",
+)
 class ZeroShot(ClassifierMethod):
     """Baseline: CLIP zero-shot from class prompts (no training; needs an image-text aligned backbone)."""
 

@@ -12,7 +12,9 @@ from .heads import PooledLinearHead
 
 
 @register_method(
-    "linear_probe", task="classification", family="segprompt", role="baseline", paper="linear probe (methods.md §2.4)", trains=True)
+    "linear_probe", task="classification", family="segprompt", role="baseline", trains=True,
+    paper="linear probe (methods.md §2.4)",
+)
 class LinearProbe(ClassifierMethod):
     """Baseline: a linear layer on the standardised mean of the frozen tokens (no mask)."""
 
@@ -27,7 +29,9 @@ class LinearProbe(ClassifierMethod):
 
 
 @register_method(
-    "linear_probe_masked", task="classification", family="segprompt", role="baseline", paper="mask-weighted linear probe (methods.md §2.4)", trains=True)
+    "linear_probe_masked", task="classification", family="segprompt", role="baseline", trains=True,
+    paper="mask-weighted linear probe (methods.md §2.4)",
+)
 class MaskedLinearProbe(LinearProbe):
     """Baseline: a linear layer on the standardised mask-weighted mean of the frozen tokens."""
 

@@ -44,8 +44,8 @@ class SegPromptConfig(ClassifierConfig):
     mlp_ratio: float = 2.0
     prompts: int = 8
     # "cls_roi", not §2.2's "cls" (our choice). BUS-BRA validation split (valid_1 = 0, 299 images), K = 16,
-    # seeds 0-2, a development run (not a committed benchmark): balanced accuracy 0.667 -> 0.696, AUROC 0.710 -> 0.764. On a toy task where
-    # only the mask's position decides the class, CLS alone never left chance in 150 steps; "cls_roi" reached 100 %.
+    # seeds 0-2, a development run (not a committed benchmark): balanced accuracy 0.667 -> 0.696, AUROC
+    # 0.710 -> 0.764. On a toy task where only the mask's position decides the class, CLS alone never left chance in 150 steps; "cls_roi" reached 100 %.
     readout: Literal["cls", "cls_roi"] = "cls_roi"
 
     def validate(self) -> None:
@@ -60,7 +60,9 @@ class SegPromptConfig(ClassifierConfig):
 
 
 @register_method(
-    "segprompt", task="classification", family="segprompt", role="paper", paper="SegPrompt (SegPrompt-Lite, methods.md §2.2)", trains=True)
+    "segprompt", task="classification", family="segprompt", role="paper", trains=True,
+    paper="SegPrompt (SegPrompt-Lite, methods.md §2.2)",
+)
 class SegPrompt(ClassifierMethod):
     """Few-shot classification with the ROI mask as segmentation tokens next to frozen image tokens."""
 
@@ -75,7 +77,9 @@ class SegPrompt(ClassifierMethod):
 
 
 @register_method(
-    "vpt", task="classification", family="segprompt", role="baseline", paper="VPT-like prompts without segmentation tokens (methods.md §2.4)", trains=True)
+    "vpt", task="classification", family="segprompt", role="baseline", trains=True,
+    paper="VPT-like prompts without segmentation tokens (methods.md §2.4)",
+)
 class PromptTuning(SegPrompt):
     """Baseline: the SegPrompt head without segmentation tokens (VPT-like prompt tuning; the mask is unused)."""
 

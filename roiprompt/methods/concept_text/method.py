@@ -358,11 +358,16 @@ class ConceptText(Method):
 
 
 register_method(
-    "concept_text", task="text_free_segmentation", family="concept_text", role="paper", paper="conceptual text prompts, CoTexNet (He et al., Engineering 2026)", trains=True)(ConceptText)
+    "concept_text", task="text_free_segmentation", family="concept_text", role="paper", trains=True,
+    paper="conceptual text prompts, CoTexNet (He et al., Engineering 2026)",
+)(ConceptText)
 
 
 @register_method(
-    "concept_text_teacher", task="text_free_segmentation", family="concept_text", role="baseline", paper="CoTexNet teacher: oracle attribute text (methods.md §4.5)", trains=True)
+    "concept_text_teacher", task="text_free_segmentation", family="concept_text", role="baseline",
+    trains=True,
+    paper="CoTexNet teacher: oracle attribute text (methods.md §4.5)",
+)
 class ConceptTextTeacher(ConceptText):
     """Baseline/upper bound: the concept_text model with the real attribute text of the test ROI at inference."""
 
@@ -372,7 +377,10 @@ class ConceptTextTeacher(ConceptText):
 
 
 @register_method(
-    "concept_text_class_name", task="text_free_segmentation", family="concept_text", role="baseline", paper="fixed class-name prompt (methods.md §4.5)", trains=True)
+    "concept_text_class_name", task="text_free_segmentation", family="concept_text", role="baseline",
+    trains=True,
+    paper="fixed class-name prompt (methods.md §4.5)",
+)
 class ConceptTextClassName(ConceptText):
     """Baseline: the same segmenter conditioned on one fixed class-name sentence (no ROI text, no KD)."""
 
@@ -380,7 +388,10 @@ class ConceptTextClassName(ConceptText):
 
 
 @register_method(
-    "concept_text_no_text", task="text_free_segmentation", family="concept_text", role="baseline", paper="no text (methods.md §4.5)", trains=True)
+    "concept_text_no_text", task="text_free_segmentation", family="concept_text", role="baseline",
+    trains=True,
+    paper="no text (methods.md §4.5)",
+)
 class ConceptTextNoText(ConceptText):
     """Baseline: the same segmenter conditioned on a learned constant instead of text."""
 

@@ -207,7 +207,9 @@ class _Warping(OneShotMethod):
 
 
 @register_method(
-    "registration", task="oneshot", family="med_persam", role="baseline", paper="Med-PerSAM ablation (a): registration only", trains=True)
+    "registration", task="oneshot", family="med_persam", role="baseline", trains=True,
+    paper="Med-PerSAM ablation (a): registration only",
+)
 class Registration(_Warping):
     """The warped reference mask alone, thresholded at 0.5 (no SAM): rung (a) of the ablation ladder."""
 
@@ -219,7 +221,9 @@ class Registration(_Warping):
 
 
 @register_method(
-    "med_persam", task="oneshot", family="med_persam", role="paper", paper="Med-PerSAM", trains=True)
+    "med_persam", task="oneshot", family="med_persam", role="paper", trains=True,
+    paper="Med-PerSAM",
+)
 class MedPerSAM(_Warping):
     """Med-PerSAM: warped-mask, box and prototype-point prompts to a frozen SAM-family model, refined.
 
