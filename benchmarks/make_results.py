@@ -407,13 +407,18 @@ def regression_table(records: list[dict]) -> str:
     """One committed row per method task, rerun after a change of the code (benchmarks/regression.py)."""
     lines = ["## Regression: one committed row per task, rerun\n",
              "After the issue-18 restructuring, one committed row per method task was rerun through `run_benchmark` "
-             "(the path of `roiprompt bench`) and compared with its committed record.\n",
-             "| task | method | dataset / structure | metric | committed | rerun | delta | seconds | command |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "(the path of `roiprompt bench`) and compared with its committed record and, where the committed "
+             "record is older than later intended changes of the arithmetic, with the same row measured at the "
+             "commit just before the restructuring (`before`).\n",
+             "| task | method | dataset / structure | metric | committed | before (commit) | rerun | delta | "
+             "unchanged | command |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
+        before = f"{r['before']:.4f} ({r['before_commit'][:7]})" if "before" in r else "-"
+        delta = f"{r['delta']:+.4f}" + (f" ({r['delta_before']:+.4f} vs before)" if "before" in r else "")
         lines.append(f"| {r['setting']['task']} | {r['method']} | {r['dataset']} / {r['structure']} | "
-                     f"{r['metric'].removeprefix('regression_')} | {r['committed']:.4f} | {r['mean']:.4f} | "
-                     f"{r['delta']:+.4f} | {r['seconds']:.0f} | `{r['command']}` |")
+                     f"{r['metric'].removeprefix('regression_')} | {r['committed']:.4f} | {before} | "
+                     f"{r['mean']:.4f} | {delta} | {'yes' if r['unchanged'] else 'NO'} | `{r['command']}` |")
     return "\n".join(lines)
 
 

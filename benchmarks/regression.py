@@ -14,10 +14,15 @@ text_free_segmentation     concept_text_no_text, JSRT heart, 10 %, seed 0   conc
 =========================  ===============================================  ======================================
 
 Each row runs with the thread count and settings of the committed command (``--threads 1`` where it had it).
-Prints a table and writes JSON records (``metric`` = ``regression_<metric>``, ``mean`` = the rerun value, with
-``committed`` and ``delta``)::
+A committed record may predate later, intended changes of the arithmetic (the one-shot row was recorded before
+issue 8 changed the encoder's summation order); ``--before TASK=RECORDS.json`` then adds the same row measured
+at the commit just before the change under test (its records, e.g. from ``roiprompt bench`` run in a worktree of
+that commit), so a delta can be told apart from drift that came earlier. Prints a table and writes JSON records
+(``metric`` = ``regression_<metric>``, ``mean`` = the rerun value, with ``committed``, ``delta`` and, where
+given, ``before``, ``before_commit``, ``delta_before``)::
 
     python -m benchmarks.regression [--rows segmentation,oneshot,classification,text_free_segmentation]
+    python -m benchmarks.regression --before oneshot=benchmarks/results/regression/oneshot_med_persam_jsrt_1370f8a.json
 """
 
 from __future__ import annotations
@@ -94,7 +99,10 @@ def main() -> int:
     p.add_argument("--cache-dir", default=str(ROOT / ".cache" / "embeddings"))
     p.add_argument("--tolerance", type=float, default=5e-4, help="largest |delta| that counts as unchanged")
     p.add_argument("--json", default=str(RESULTS / "regression.json"))
+    p.add_argument("--before", action="append", default=[], metavar="TASK=RECORDS.json",
+                   help="records of the same row measured at the commit before the change (repeatable)")
     args = p.parse_args()
+    before = dict(item.split("=", 1) for item in args.before)
     command = "python -m benchmarks.regression " + shlex.join(sys.argv[1:])
     rows = _rows(args.cache_dir)
     default_threads = torch.get_num_threads()
@@ -109,16 +117,26 @@ def main() -> int:
         seconds = time.perf_counter() - start
         value, committed = float(row["rerun"](records)), float(row["committed"]())
         delta = value - committed
-        ok &= abs(delta) <= args.tolerance
+        extra: dict[str, Any] = {}
+        if task in before:  # the change under test is judged against the commit just before it
+            earlier = json.loads(Path(before[task]).read_text())
+            extra = {"before": float(row["rerun"](earlier)), "before_commit": earlier[0]["git_commit"],
+                     "before_command": earlier[0]["command"]}
+            extra["delta_before"] = value - extra["before"]
+            delta_judged = extra["delta_before"]
+        else:
+            delta_judged = delta
+        ok &= abs(delta_judged) <= args.tolerance
         print(f"{task:<24}{row['method']:<22}{row['metric']:<19}{committed:>10.4f}{value:>10.4f}{delta:>+10.4f}"
-              f"{seconds:>7.0f}", flush=True)
+              f"{seconds:>7.0f}" + (f"  (before: {extra['before']:.4f}, delta {extra['delta_before']:+.4f})"
+                                    if extra else ""), flush=True)
         out.append(make_record(
             method=row["method"], backbone="litemedsam", dataset=row["dataset"], structure=row["structure"],
             task="regression", setting={"task": task, "threads": row["threads"] or default_threads, **{
                 k: v for k, v in row["options"].items() if k != "cache_dir"}},
             metric=f"regression_{row['metric']}", summary={"mean": value, "ci95": [np.nan, np.nan], "n": 1},
             seconds_per_image=float("nan"), command=command,
-            extra={"committed": committed, "delta": delta, "unchanged": abs(delta) <= args.tolerance,
+            extra={"committed": committed, "delta": delta, **extra, "unchanged": abs(delta_judged) <= args.tolerance,
                    "tolerance": args.tolerance, "seconds": round(seconds, 1)}))
     path = write_records(args.json, out)
     print(f"wrote {path}; {'every row unchanged' if ok else 'SOME ROWS CHANGED'} (tolerance {args.tolerance})")
