@@ -6,6 +6,7 @@ import argparse
 import shlex
 
 from ..errors import RoiPromptError
+from ..methods.config import ConfigError
 from ._common import _console, _parse_config, _progress, backbone_option
 
 
@@ -28,9 +29,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         def log(message: str) -> None:
             bar.console.print(message, markup=False, highlight=False)
 
-        records = run_benchmark(args.method, args.dataset, log=log,
-                                progress=lambda done, total: bar.update(progress_task, completed=done, total=total),
-                                **options)
+        try:
+            records = run_benchmark(args.method, args.dataset, log=log,
+                                    progress=lambda done, total: bar.update(progress_task, completed=done,
+                                                                            total=total),
+                                    **options)
+        except ConfigError as err:  # a method setting: the user gave it as --config KEY=VALUE
+            raise RoiPromptError(f"--config {err.field}={err.value!r}: {err.owner or args.method} allows "
+                                 f"{err.expected}") from None
     return _report_records(args, records, variant)
 
 

@@ -12,7 +12,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     from ..methods import list_methods, method_info
 
-    table = Table(title="roiprompt methods")
+    where = ", ".join(f"{k} {v}" for k, v in (("task", args.task), ("family", args.family)) if v)
+    table = Table(title="roiprompt methods" + (f" ({where})" if where else ""))
     for col in ("method", "task", "family", "role", "trains", "implements"):
         table.add_column(col)
     for name in list_methods(task=args.task, family=args.family):

@@ -46,7 +46,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 mask, iou, _ = res.best()
                 stem = stems[path]
                 write_mask_png(out / "masks" / _mask_name(stem, args.structure), mask)
-                write_overlay_png(out / "overlays" / f"{stem}.png", image, mask,
+                write_overlay_png(out / "overlays" / f"{stem}.png", image, {args.structure: mask},
                                   boxes=[args.box] if args.box else None,
                                   points=points or None, labels=labels or None)
                 # the scores a SAM-family prediction reports everywhere (box_prompt too): quality = predicted IoU

@@ -110,3 +110,12 @@ def test_cli_routes_by_metadata_not_by_method_name():
             if value in names or (prefix and any(n.startswith(value) for n in names)):
                 found.append(f"{path.name}:{line}: {value!r}")
     assert not found, "method names in CLI conditions: " + ", ".join(found)
+
+
+def test_a_bad_method_setting_names_the_config_option(folder, capsys):
+    """A misspelt choice is refused before any image is encoded, in the CLI's own terms (--config KEY=VALUE)."""
+    code = main(["bench", "med_persam", "--dataset", "folder", "--root", str(folder), "--seeds", "1",
+                 "--config", "points=subregon"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--config points='subregon'" in err and "'subregion'" in err and "Traceback" not in err
