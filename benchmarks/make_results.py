@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from roiprompt.evaluation.records import load_records
+
 HERE = Path(__file__).resolve().parent
 HEADER = """# roiprompt benchmark results
 
@@ -428,7 +430,7 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help only; no options
     records = []
     for path in sorted((HERE / "results").glob("*.json")):
-        records.extend({**r, "_file": path.stem} for r in json.loads(path.read_text()))
+        records.extend({**r, "_file": path.stem} for r in load_records(path))
     parts = [HEADER]
     seg = [r for r in records if r["task"] == "segmentation" and not r["_file"].startswith("concept_text")]
     if seg:

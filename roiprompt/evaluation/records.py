@@ -4,11 +4,16 @@ A results file is a JSON list of records, one per method x dataset x structure x
 
     {"method", "backbone", "dataset", "structure", "task", "setting", "metric", "mean", "ci95": [lo, hi], "n",
      "seconds_per_image", "peak_rss_mb", "command", "git_commit"}
+
+The files are strict JSON: a value that is not a number (an undefined CI, a flag AUROC without failures) is
+written as null and read back as NaN by :func:`load_records`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
 import resource
 import subprocess
@@ -54,22 +59,47 @@ def make_record(*, method: str, backbone: str, dataset: str, structure: str | No
     return record
 
 
+def _strict(value: Any) -> Any:
+    """``value`` with every NaN / infinity replaced by None (JSON has no NaN; strict parsers refuse it)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_records(path: str | Path, records: Iterable[Mapping[str, Any]]) -> Path:
-    """Write records as a JSON list (creating parent folders); returns the path."""
+    """Write records as a strict JSON list (NaN as null; parent folders created; written to a temporary file in
+    the same folder and renamed, so a reader never sees half a file); returns the path."""
     path = Path(path)
     records = list(records)
     for r in records:
         if missing := [k for k in REQUIRED_KEYS if k not in r]:
             raise ValueError(f"benchmark record lacks {missing}: {r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(records, indent=1) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_strict(records), indent=1, allow_nan=False) + "\n")
+    tmp.replace(path)
     return path
 
 
+def load_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of one results file, with null ``mean`` / ``ci95`` / ``seconds_per_image`` read back as NaN."""
+    records = json.loads(Path(path).read_text())
+    for r in records:
+        for key in ("mean", "seconds_per_image"):
+            if key in r and r[key] is None:
+                r[key] = float("nan")
+        if "ci95" in r:
+            r["ci95"] = [float("nan") if v is None else v for v in r["ci95"]]
+    return records
+
+
 def read_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Concatenate the records of several results files."""
+    """Concatenate the records of several results files (see :func:`load_records`)."""
     out: list[dict[str, Any]] = []
     for p in paths:
-        out.extend(json.loads(Path(p).read_text()))
+        out.extend(load_records(p))
     return out
-
