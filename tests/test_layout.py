@@ -13,8 +13,6 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
-
 import roiprompt
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ from ..methods.classification.features import roi_mask
 from ..models.backbones.base import Backbone, load_backbone
 from ..types import Sample
 from .records import make_record
-from .tasks import MASK_SOURCES, TASKS  # noqa: F401  (TASKS re-exported: it used to live here)
+from .tasks import MASK_SOURCES
 
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 

@@ -30,7 +30,7 @@ from ..methods import load_method
 from ..methods.base import Method
 from ..types import Sample
 from .records import make_record
-from .tasks import SEG_TASKS, segmentation_task  # noqa: F401  (SEG_TASKS re-exported: it used to live here)
+from .tasks import SEG_TASKS, segmentation_task
 
 def task_samples(samples: Sequence[Sample], structure: str, parts: Sequence[str]) -> list[Sample]:
     """Samples whose only mask is ``structure`` = the union of ``parts`` (e.g. JSRT lungs = left + right)."""

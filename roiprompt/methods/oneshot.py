@@ -271,13 +271,6 @@ class OneShotMethod(Method):
         return tmp
 
 
-def oneshot_methods() -> list[str]:
-    """Names of the registered one-shot methods."""
-    from .base import list_methods, method_class
-
-    return [m for m in list_methods() if issubclass(method_class(m), OneShotMethod)]
-
-
 def config_fields(method_name: str) -> set[str]:
     """Config field names of a one-shot method (e.g. to pass ``seed`` only where it exists)."""
     from .base import method_class
