@@ -51,7 +51,7 @@ def main() -> None:
         for name in args.methods.split(","):
             method = load_method(name, backbone=backbone)  # no cache: every image is encoded
             start = time.perf_counter()
-            method.set_reference(reference.image, {s: reference.masks[s] for s in names}, pool=targets)
+            method.set_reference(reference.image, {s: reference.masks[s] for s in names})
             ref_s = time.perf_counter() - start
             times = []
             for image in targets:

@@ -12,8 +12,6 @@ from ..errors import RoiPromptError
 from ._common import (IMAGE_SUFFIXES, OUTPUT_LAYOUT, SAM_BACKBONES, _console, _is_structure_name, _list_images,
                       _mask_name, _output_stems, _PredictionTable, _progress, _report_skipped, backbone_option)
 
-#: ``--method`` when none is given.
-DEFAULT_METHOD = "med_persam"
 
 
 def _reference_masks(specs: Sequence[str], image_hw: tuple[int, int]) -> tuple[dict[str, np.ndarray], list[Path]]:
@@ -92,7 +90,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         if targets:
             task = bar.add_task(f"{args.method}: fitting the reference", total=None)
             method = load_method(args.method, backbone=args.backbone, **config)
-            method.set_reference(ref_image, ref_masks, source=str(ref_path), pool=[image for _, image in targets])
+            method.set_reference(ref_image, ref_masks, source=str(ref_path))
             bar.update(task, total=1, completed=1)
             task = bar.add_task(f"{args.method}: segmenting", total=len(targets))
         for path, image in targets:
@@ -119,6 +117,7 @@ REFERENCE_OVERLAY = "reference"
 def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Add the ``oneshot`` subcommand."""
     from ..methods import list_methods, method_info
+    from ..methods.oneshot import DEFAULT_ONESHOT_METHOD as DEFAULT_METHOD
 
     methods = list_methods(task="oneshot")
     seeded = ", ".join(_seeded_methods())

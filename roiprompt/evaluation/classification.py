@@ -39,6 +39,7 @@ from ..methods.classification.features import roi_mask
 from ..models.backbones.base import Backbone, load_backbone
 from ..types import Sample
 from .records import make_record
+from ..methods.oneshot import DEFAULT_ONESHOT_METHOD
 from .tasks import MASK_SOURCES
 
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
@@ -65,7 +66,8 @@ def test_masks(source: str, samples: Sequence[Sample], structures: Sequence[str]
     if source in ("gt_eroded", "gt_dilated"):
         return [perturb_mask(m, -0.05 if source == "gt_eroded" else 0.05) for m in gt]
     names = list(structures) if structures else sorted(samples[0].masks)
-    key = hashlib.sha256(f"{source}|{names}|{[s.id for s in samples]}|{backbone.weights_sha256}".encode())
+    resolved = DEFAULT_ONESHOT_METHOD if source == "oneshot" else source  # the key names the method actually run
+    key = hashlib.sha256(f"{resolved}|{names}|{[s.id for s in samples]}|{backbone.weights_sha256}".encode())
     path = Path(cache_dir) / "masks" / f"{source}-{key.hexdigest()[:16]}.npz" if cache_dir else None
     if path is not None and path.is_file():
         data = np.load(path)
@@ -77,10 +79,10 @@ def test_masks(source: str, samples: Sequence[Sample], structures: Sequence[str]
         for s in samples:
             parts = [method.predict(s.image, **method.prompts_from_truth(s, n)).mask for n in names if s.masks[n].any()]
             masks.append(np.logical_or.reduce(parts) if parts else np.zeros(s.hw, bool))
-    else:  # med_persam from one train reference (seed 0), every structure at once
-        method = load_method("med_persam", backbone=backbone, **method_config)
+    else:  # a one-shot method from one train reference (seed 0), every structure at once
+        method = load_method(resolved, backbone=backbone, **method_config)
         reference = train[sample_references(train, 1, 0, structure=names[0])[0]]
-        method.set_reference(reference.image, {n: reference.masks[n] for n in names}, pool=[s.image for s in samples])
+        method.set_reference(reference.image, {n: reference.masks[n] for n in names})
         preds = method.predict_many([s.image for s in samples])
         masks = [np.logical_or.reduce([p[n].mask for n in names]) for p in preds]
     if path is not None:

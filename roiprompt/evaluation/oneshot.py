@@ -5,8 +5,9 @@ Protocol (methods.md §6.2-6.4): for each seed a reference is drawn uniformly fr
 same for every seed and method). The split is the official one where the dataset has it, else ``seed:0`` (a
 seeded 70/30 split, stratified by label and grouped by patient: a reference never comes from a target's
 patient); ``split`` / ``split_file`` choose another (:func:`~roiprompt.data.splits.resolve_split`), and every
-record names it. Each method sets the reference (pool = the targets, used by the warping fit),
-then segments every target with :meth:`~roiprompt.methods.oneshot.OneShotMethod.predict_many`. Dice is
+record names it. With ``shots`` = k > 1, seed s draws k references (the first of them is the k = 1 reference).
+Each method sets its reference(s) (no unlabeled pool: a target's mask never depends on the other targets), then
+segments every target with :meth:`~roiprompt.methods.oneshot.OneShotMethod.predict_many`. Dice is
 summarised as the mean over seeds of the per-seed mean with a t-interval over seeds; the per-image bootstrap
 interval over all (seed, image) rows is kept in the record too.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from .. import metrics
 from ..data import load_dataset, sample_references
@@ -27,6 +29,9 @@ from ..methods import load_method, method_class
 from ..methods.oneshot import OneShotMethod, config_fields
 from ..models.backbones.base import load_backbone
 from .records import make_record
+
+#: Per-prediction scores whose power to flag failures (Dice < 0.5) is reported as an AUROC.
+FLAG_SCORES = ("quality", "iou_pred", "warp_agreement")
 
 
 @dataclass
@@ -43,6 +48,7 @@ class OneShotRun:
     references: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     split: dict[str, Any] = field(default_factory=dict)  # record fields naming the split ("split", "split_sizes")
+    shots: int = 1
 
     def records(self, command: str) -> list[dict[str, Any]]:
         """Records per structure: dice / iou / hd95 (t-interval over seeds) and flag AUROCs (pooled rows)."""
@@ -50,7 +56,8 @@ class OneShotRun:
         sec = float(np.mean(self.target_seconds)) if self.target_seconds else float("nan")
         common = {"seconds_set_reference": round(float(np.mean(self.reference_seconds)), 2),
                   "references": self.references, "seeds": len(self.references),
-                  "targets_per_seed": len({r["id"] for r in self.rows}), **self.split}
+                  "targets_per_seed": len({r["id"] for r in self.rows}), "components_median": float(np.median([r["components"] for r in self.rows])) if self.rows else 0.0,
+                  **self.split}
         if self.failures:
             common["failures"] = len(self.failures)
             common["failed"] = list(self.failures)
@@ -63,19 +70,19 @@ class OneShotRun:
                 summary = metrics.summarize(np.array(per_seed), ci="t")
                 out.append(make_record(
                     method=self.method, backbone=self.backbone, dataset=self.dataset, structure=structure,
-                    task="segmentation", setting={**self.setting, "shots": 1, "seeds": len(seeds)}, metric=metric,
+                    task="oneshot", setting={**self.setting, "shots": self.shots, "seeds": len(seeds)}, metric=metric,
                     summary=summary, seconds_per_image=sec, command=command,
                     extra={**common, "ci": "t over seeds", "seed_means": [round(float(v), 4) for v in per_seed],
                            "images": pooled["n"], "image_ci95": pooled["ci95"]}))
             dice = np.array([r["dice"] for r in rows])
-            for score in ("iou_pred", "warp_agreement"):
+            for score in FLAG_SCORES:
                 quality = np.array([r[score] for r in rows], dtype=float)
                 if np.isnan(quality).all():
                     continue
                 auc = metrics.flag_auroc(quality, dice)
                 out.append(make_record(
                     method=self.method, backbone=self.backbone, dataset=self.dataset, structure=structure,
-                    task="segmentation", setting={**self.setting, "shots": 1, "seeds": len(seeds)},
+                    task="oneshot", setting={**self.setting, "shots": self.shots, "seeds": len(seeds)},
                     metric=f"flag_auroc_{score}", summary={"mean": auc, "ci95": [np.nan, np.nan], "n": len(rows)},
                     seconds_per_image=sec, command=command,
                     extra={**common, "failures_dice_lt_0.5": int((dice < 0.5).sum())}))
@@ -93,6 +100,7 @@ def run_oneshot_bench(
     progress: Callable[[int, int], None] | None = None,
     split: str | None = None,
     split_file: str | None = None,
+    shots: int = 1,
     **config: Any,
 ) -> OneShotRun:
     """Benchmark a one-shot method: ``seeds`` references from the train split, targets from the test split.
@@ -104,6 +112,7 @@ def run_oneshot_bench(
         seeds: references drawn, seeds 0 .. seeds-1.
         limit: first ``limit`` test images (sorted ids) as targets.
         progress: callback ``(done, total)`` over seeds x targets.
+        shots: k, the references per seed (k-shot).
         split, split_file: the reference pool (train) and targets (test): None = the official split, else
             ``seed:0`` (:func:`~roiprompt.data.splits.resolve_split`; grouped by patient when the dataset has
             groups, so no reference shares a patient with a target).
@@ -116,7 +125,7 @@ def run_oneshot_bench(
     data_split = resolve_split(data, split, split_file)
     train, test = data_split.train, data_split.test
     n = len(test) if limit is None else min(limit, len(test))
-    run = OneShotRun(method_name, backbone, dataset, setting={}, split=data_split.record_fields())
+    run = OneShotRun(method_name, backbone, dataset, setting={}, split=data_split.record_fields(), shots=shots)
     images, samples = [], []
     for i in range(n):
         try:
@@ -128,14 +137,17 @@ def run_oneshot_bench(
     model = load_backbone(backbone, weights=config.get("weights"))  # one backbone for every seed
     for seed in range(seeds):
         method = load_method(method_name, backbone=model, **_seeded(method_name, seed, config))
-        reference = train[sample_references(train, 1, seed, structure=structures[0])[0]]
-        if missing := [s for s in structures if not reference.masks.get(s, np.zeros(1)).any()]:
-            raise InputError(f"reference {reference.id} has empty {missing}; pick structures it has")
+        # seeded draw; the k = 1 reference is the draw's first, so k-shot sets grow with k
+        picks = _ordered_references(train, shots, seed, structures[0])
+        references = [train[i] for i in picks]
+        for reference in references:
+            if missing := [s for s in structures if not reference.masks.get(s, np.zeros(1)).any()]:
+                raise InputError(f"reference {reference.id} has empty {missing}; pick structures it has")
         start = time.perf_counter()
-        method.set_reference(reference.image, {s: reference.masks[s] for s in structures},
-                             source=str(reference.meta.get("path", reference.id)), pool=images)
-        run.reference_seconds.append(time.perf_counter() - start)
-        run.references.append(reference.id)
+        method.set_reference([(r.image, {s: r.masks[s] for s in structures}) for r in references],
+                             source=[str(r.meta.get("path", r.id)) for r in references])
+        run.reference_seconds.append((time.perf_counter() - start) / len(references))
+        run.references.append(",".join(r.id for r in references))
         run.setting = {k: v for k, v in method.setting().items() if k != "seed"}  # seeds are listed apart
         done = seed * len(images)
 
@@ -152,10 +164,10 @@ def run_oneshot_bench(
                 if truth is None or not truth.any():
                     continue
                 p = pred[s]
-                run.rows.append({"seed": seed, "reference": reference.id, "id": sample.id, "structure": s,
+                run.rows.append({"seed": seed, "reference": run.references[-1], "id": sample.id, "structure": s,
                                  **metrics.segmentation_scores(p.mask, truth),
-                                 "iou_pred": float(p.scores.get("iou_pred", np.nan)),
-                                 "warp_agreement": float(p.scores.get("warp_agreement", np.nan))})
+                                 **{k: float(p.scores.get(k, np.nan)) for k in FLAG_SCORES},
+                                 "components": _components(p.mask)})
     return run
 
 
@@ -171,20 +183,41 @@ def bench_oneshot(
     split: str | None = None,
     split_file: str | None = None,
     cache_dir: str | None = None,
+    shots: int | Sequence[int] | None = None,
     config: dict[str, Any] | None = None,
     command: str = "",
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """The ``oneshot`` runner of :data:`~roiprompt.evaluation.RUNNERS`: :func:`run_oneshot_bench` as records."""
+    """The ``oneshot`` runner of :data:`~roiprompt.evaluation.RUNNERS`: :func:`run_oneshot_bench` as records,
+    once per k in ``shots`` (references per seed; default 1)."""
     config = {**({"cache_dir": cache_dir} if cache_dir else {}), **(config or {})}
     if "backbone" in config:
         raise InputError("give the backbone as backbone=..., not in config")
-    run = run_oneshot_bench(method, dataset, structures=structures, seeds=seeds, limit=limit, root=root,
-                            backbone=backbone, progress=progress, split=split, split_file=split_file, **config)
-    if run.failures:
-        log(f"{len(run.failures)} image(s) failed: " + "; ".join(run.failures[:10]))
-    return run.records(command=command)
+    records = []
+    for k in ([shots] if isinstance(shots, int) else list(shots or [1])):
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise InputError(f"one-shot benchmarks take shots as references per seed (integers >= 1), got {k!r}")
+        run = run_oneshot_bench(method, dataset, structures=structures, seeds=seeds, limit=limit, root=root,
+                                backbone=backbone, progress=progress, split=split, split_file=split_file, shots=k,
+                                **config)
+        if run.failures:
+            log(f"{len(run.failures)} image(s) failed: " + "; ".join(run.failures[:10]))
+        records += run.records(command=command)
+    return records
+
+
+def _ordered_references(train: Any, k: int, seed: int, structure: str) -> list[int]:
+    """``k`` reference indices in the seed's draw order (sample_references sorts them; the first drawn is the
+    k = 1 reference, so k-shot sets are nested)."""
+    first = sample_references(train, 1, seed, structure=structure)[0]
+    rest = [i for i in sample_references(train, k, seed, structure=structure) if i != first] if k > 1 else []
+    return [first, *rest[: k - 1]]
+
+
+def _components(mask: np.ndarray) -> int:
+    """Number of 8-connected foreground pieces of a mask (speckle shows as many)."""
+    return int(ndimage.label(mask, structure=np.ones((3, 3)))[1])
 
 
 def _seeded(method_name: str, seed: int, config: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,9 @@ SEG_TASKS: dict[str, dict[str, Any]] = {
 }
 
 #: Test-time ROI masks of the classification benchmark (``evaluation/classification.py`` module doc).
-MASK_SOURCES = ("gt", "gt_eroded", "gt_dilated", "box_prompt", "med_persam")
+#: "oneshot" is the default one-shot method (:data:`~roiprompt.methods.oneshot.DEFAULT_ONESHOT_METHOD`) from one
+#: train reference; "med_persam" names the paper's pipeline.
+MASK_SOURCES = ("gt", "gt_eroded", "gt_dilated", "box_prompt", "oneshot", "med_persam")
 
 
 def classification_task(dataset: str, label: str | None = None) -> dict[str, Any] | None:

@@ -18,12 +18,14 @@ maps, mask estimates, points and boxes are computed there, and the decoder's low
 from __future__ import annotations
 
 import abc
+import itertools
 import tempfile
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..data.validate import check_image, check_mask
 from ..errors import InputError
@@ -36,12 +38,16 @@ from ..types import Prediction, Sample
 from .base import Method
 
 MaskInput = np.ndarray | Mapping[str, np.ndarray]
+#: The one-shot method used when none is named (``roiprompt oneshot``, the classifiers' one-shot mask source):
+#: it beats ``med_persam`` on every benchmarked structure (``benchmarks/RESULTS.md``).
+DEFAULT_ONESHOT_METHOD = "med_persam_plus"
+_REFERENCE_IDS = itertools.count()
 DEFAULT_STRUCTURE = "roi"
 
 
 @dataclass
 class Reference:
-    """The annotated reference, prepared once by :meth:`OneShotMethod.set_reference`.
+    """One annotated reference image, prepared once by :meth:`OneShotMethod.set_reference` / ``add_reference``.
 
     Attributes:
         image: the checked HxW or HxWx3 uint8 image.
@@ -49,6 +55,9 @@ class Reference:
         frame: the image's model frame.
         work_masks: structure -> (S, S) float mask in the work frame.
         prototypes: structure -> (C,) unit prototype (methods.md §1.3 step 1).
+        source: the image's name in messages (e.g. its file name).
+        descriptor: (C,) unit mean of the image's encoder tokens, for "nearest reference" choices.
+        embedding: the image's embedding (kept: methods that learn from the reference reuse it).
     """
 
     image: np.ndarray
@@ -56,6 +65,10 @@ class Reference:
     frame: Frame
     work_masks: dict[str, np.ndarray]
     prototypes: dict[str, torch.Tensor]
+    source: str = "reference"
+    descriptor: torch.Tensor | None = None
+    embedding: ImageEmbedding | None = None
+    uid: int = field(default_factory=lambda: next(_REFERENCE_IDS))  # keys per-reference fits (never reused)
 
 
 @dataclass
@@ -90,7 +103,8 @@ class OneShotMethod(Method):
     def __init__(self, backbone: str | Backbone = "litemedsam", **kwargs: Any) -> None:
         super().__init__(backbone, **kwargs)
         self.predictor = SamPredictor(self.backbone, cache=self.cache)  # encodes each target once
-        self.reference: Reference | None = None
+        self.references: list[Reference] = []
+        self.pool: list[np.ndarray] = []  # unlabeled images given explicitly at set_reference (recorded)
         self._target: Target | None = None
 
     @property
@@ -100,57 +114,133 @@ class OneShotMethod(Method):
 
     @property
     def structures(self) -> list[str]:
-        """Names of the reference's structures (["roi"] for a single unnamed mask)."""
-        if self.reference is None:
-            raise InputError(f"{self.name}: no reference set; call set_reference(image, mask) first")
-        return list(self.reference.masks)
+        """Names of the references' structures (["roi"] for a single unnamed mask)."""
+        return list(self._first_reference().masks)
 
-    # -- reference ------------------------------------------------------------------------------------------
-    def set_reference(self, image: np.ndarray, mask: MaskInput, source: str = "reference",
-                      pool: Sequence[np.ndarray] = ()) -> "OneShotMethod":
-        """Set the annotated reference: ``mask`` is one HxW mask or ``{structure: mask}`` for several.
+    def _first_reference(self) -> Reference:
+        if not self.references:
+            raise InputError(f"{self.name}: no reference set; call set_reference(image, mask) first")
+        return self.references[0]
+
+    # -- references -----------------------------------------------------------------------------------------
+    def set_reference(self, image: np.ndarray | Sequence[tuple[np.ndarray, MaskInput]], mask: MaskInput | None = None,
+                      source: str | Sequence[str] = "reference", pool: Sequence[np.ndarray] = ()) -> "OneShotMethod":
+        """Set the annotated reference(s), replacing any set before.
+
+        ``set_reference(image, mask)`` sets one reference; ``mask`` is one HxW mask or ``{structure: mask}``.
+        ``set_reference([(image1, masks1), (image2, masks2), ...])`` sets k references at once (k-shot); every one
+        must annotate the same structures.
 
         Args:
-            image: HxW or HxWx3 uint8 reference image.
-            mask: binary mask(s) the size of ``image``, each non-empty.
-            source: name used in error messages (e.g. the file name).
-            pool: unlabeled target images a method may learn from at reference time (Med-PerSAM's warping model
-                uses them as real pairs); ignored by training-free methods.
+            image: HxW or HxWx3 uint8 reference image, or a list of ``(image, mask)`` pairs.
+            mask: binary mask(s) the size of ``image``, each non-empty (omitted with a list of pairs).
+            source: name used in error messages (e.g. the file name); one per pair for a list.
+            pool: unlabeled images a method may learn from at reference time (Med-PerSAM's warping model uses
+                them as real pairs); an explicit, recorded choice (``setting()["pool"]``), never taken from the
+                images later predicted, so a target's mask does not depend on the batch it is in. Training-free
+                methods ignore it.
 
         Returns:
             self.
 
         Raises:
-            InputError: bad image, a mask of the wrong size, empty, or not binary.
+            InputError: bad image, a mask of the wrong size, empty, or not binary; references with different
+                structure sets. Each message names the image.
         """
+        pairs, sources = _reference_pairs(image, mask, source)
+        references = []
+        for (img, msk), src in zip(pairs, sources):
+            references.append(self._prepare_reference(img, msk, src, references[0] if references else None))
+        self.references = references
+        self.pool = [check_image(p, f"pool image {i}") for i, p in enumerate(pool)]
+        self._target = None
+        self._on_reference()
+        return self
+
+    def add_reference(self, image: np.ndarray, mask: MaskInput, source: str | None = None) -> "OneShotMethod":
+        """Add one more annotated image to the references without refitting the others (e.g. a corrected
+        failure). ``mask`` must annotate the same structures as the first reference. Returns self."""
+        source = source or f"reference {len(self.references)}"
+        first = self.references[0] if self.references else None
+        self.references.append(self._prepare_reference(image, mask, source, first))
+        self._target = None
+        self._on_reference()
+        return self
+
+    def _prepare_reference(self, image: np.ndarray, mask: MaskInput, source: str,
+                           first: Reference | None) -> Reference:
         image = check_image(image, source)
         masks = dict(mask) if isinstance(mask, Mapping) else {DEFAULT_STRUCTURE: mask}
         if not masks:
             raise InputError(f"{source}: no reference mask given")
-        masks = {str(k): check_mask(v, image.shape[:2], f"{source} [{k}]") for k, v in masks.items()}
+        if first is not None and set(map(str, masks)) != set(first.masks):
+            raise InputError(f"{source}: the reference annotates {sorted(map(str, masks))}, but {first.source} "
+                             f"annotates {sorted(first.masks)}; every reference needs the same structures")
+        order = list(first.masks) if first is not None else list(map(str, masks))
+        masks = {k: check_mask(masks[k], image.shape[:2], f"{source} [{k}]") for k in order}
         self.predictor.set_image(image, source=source)
         frame, features = self.predictor.frame, self.predictor.embedding.features[0].float()
         work = {k: self.to_work(frame, m) for k, m in masks.items()}
         prototypes = {k: mask_prototype(features, w) for k, w in work.items()}
-        self.reference = Reference(image, masks, frame, work, prototypes)
-        self._target = None
-        self._on_reference(pool)
-        return self
+        return Reference(image, masks, frame, work, prototypes, source, image_descriptor(features, frame),
+                         self.predictor.embedding)
+
+    def prototype(self, structure: str) -> torch.Tensor:
+        """(C,) unit prototype of ``structure``: the normalised mean of the references' prototypes."""
+        stacked = torch.stack([r.prototypes[structure] for r in self.references])
+        return F.normalize(stacked.mean(0), dim=0)
+
+    def nearest_reference(self, target: "Target") -> int:
+        """Index of the reference closest to ``target`` in feature space (cosine of mean encoder tokens)."""
+        if len(self.references) == 1:
+            return 0
+        descriptor = image_descriptor(target.embedding.features[0].float(), target.frame)
+        return int(torch.stack([r.descriptor for r in self.references]).matmul(descriptor).argmax())
+
+    def suggest_references(self, images: Sequence[np.ndarray], k: int = 1,
+                           sources: Sequence[str] | None = None) -> list[int]:
+        """Indices of ``k`` representative images to annotate: feature-space medoids of ``images``.
+
+        Each image is encoded once (the embedding cache is used), summarised by the mean of its encoder tokens,
+        and k-medoids on cosine distance picks the k images that best cover the set (greedy start, then swaps).
+
+        Args:
+            images: the pool to choose from (HxW or HxWx3 uint8).
+            k: how many references to suggest (1 <= k <= len(images)).
+            sources: names of the images in errors.
+
+        Returns:
+            k indices into ``images``, the most central first.
+        """
+        if not 1 <= k <= len(images):
+            raise InputError(f"suggest_references: k must be between 1 and {len(images)} (the pool size), got {k}")
+        sources = list(sources) if sources is not None else [f"image {i}" for i in range(len(images))]
+        descriptors = []
+        for image, source in zip(images, sources):
+            image = check_image(image, source)
+            self.predictor.set_image(image, source=source)
+            descriptors.append(image_descriptor(self.predictor.embedding.features[0].float(), self.predictor.frame))
+        return k_medoids(1.0 - torch.stack(descriptors) @ torch.stack(descriptors).T, k)
 
     def fit(self, support: Sequence[Sample], structures: Sequence[str] | None = None) -> "OneShotMethod":
-        """One-shot fit: ``support`` must hold exactly one sample; its masks (or ``structures`` of them) are used."""
-        if len(support) != 1:
-            raise InputError(f"{self.name} is one-shot: fit() takes exactly one reference sample, got {len(support)}")
-        sample = support[0]
-        names = list(structures or sample.masks)
-        missing = [s for s in names if s not in sample.masks]
-        if missing:
-            raise InputError(f"reference {sample.id}: no mask for {missing}; it has {list(sample.masks)}")
-        return self.set_reference(sample.image, {s: sample.masks[s] for s in names},
-                                  source=str(sample.meta.get("path", sample.id)))
+        """Fit on annotated samples (k >= 1 references): their masks (or ``structures`` of them) are used."""
+        if not support:
+            raise InputError(f"{self.name}: fit() needs at least one reference sample")
+        names = list(structures or support[0].masks)
+        pairs, sources = [], []
+        for sample in support:
+            if missing := [s for s in names if s not in sample.masks]:
+                raise InputError(f"reference {sample.id}: no mask for {missing}; it has {list(sample.masks)}")
+            pairs.append((sample.image, {s: sample.masks[s] for s in names}))
+            sources.append(str(sample.meta.get("path", sample.id)))
+        return self.set_reference(pairs, source=sources)
 
-    def _on_reference(self, pool: Sequence[np.ndarray]) -> None:
-        """Optional hook: fit whatever the method learns from the reference (nothing by default)."""
+    def _on_reference(self) -> None:
+        """Optional hook, called whenever the references change: fit whatever the method learns from them
+        (``self.references``, ``self.pool``). Nothing by default."""
+
+    def setting(self) -> dict[str, Any]:
+        return {**super().setting(), "references": len(self.references), "pool": len(self.pool)}
 
     # -- targets --------------------------------------------------------------------------------------------
     def predict(self, image: np.ndarray, structure: str | None = None, *, source: str = "image",
@@ -210,8 +300,7 @@ class OneShotMethod(Method):
 
     def _prepare(self, image: np.ndarray, source: str) -> Target:
         """Check the image and return its :class:`Target`, reusing the last one when the pixels are the same."""
-        if self.reference is None:
-            raise InputError(f"{self.name}: no reference set; call set_reference(image, mask) first")
+        self._first_reference()
         image = check_image(image, source)
         key = image_key(image)
         if self._target is not None and self._target.key == key:
@@ -238,7 +327,7 @@ class OneShotMethod(Method):
         """(S, S) cosine similarity of the reference prototype of ``structure`` to the target embedding."""
         cache = target.state.setdefault("similarity", {})
         if structure not in cache:
-            cache[structure] = similarity_map(self.reference.prototypes[structure],
+            cache[structure] = similarity_map(self.prototype(structure),
                                               target.embedding.features[0], self.work_size)
         return cache[structure]
 
@@ -256,6 +345,28 @@ class OneShotMethod(Method):
         return self.predictor.predict(points=pts, point_labels=labels, box=orig_box, mask_input=mask_logits,
                                       multimask=multimask)
 
+    def decode_low_res(self, target: Target, box: np.ndarray | None = None, mask_logits: np.ndarray | None = None,
+                       points: np.ndarray | None = None, labels: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """Single-mask decode with **work-frame** prompts, answered in the work frame only: ((S, S) low-res logits,
+        predicted IoU). Cheaper than :meth:`decode` when many candidates are tried and one is kept (the upsampling
+        to the original resolution is skipped; :meth:`to_original` does it for the one kept)."""
+        scale = self.backbone.input_size / self.work_size
+        as_tensor = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
+        boxes = as_tensor(box).reshape(1, 4) * scale if box is not None else None
+        pts = as_tensor(points)[None] * scale if points is not None else None
+        lab = torch.as_tensor(np.asarray(labels), dtype=torch.int64)[None] if labels is not None else None
+        dense = as_tensor(mask_logits).reshape(1, 1, self.work_size, self.work_size) if mask_logits is not None \
+            else None
+        with torch.inference_mode():
+            low, iou = self.backbone.decode(target.embedding, pts, lab, boxes, dense, multimask=False)
+        return low[0, 0].float().numpy(), float(iou[0, 0])
+
+    def to_original(self, target: Target, logits: np.ndarray) -> np.ndarray:
+        """(S, S) work-frame logits -> HxW bool mask of the target's original pixels."""
+        with torch.inference_mode():
+            up = target.frame.logits_to_original(torch.as_tensor(logits, dtype=torch.float32)[None, None])
+        return up[0, 0].numpy() > 0
+
     def work_box(self, mask: np.ndarray, pad: float, valid_hw: tuple[int, int]) -> np.ndarray:
         """Padded XYXY box of a (S, S) work-frame mask (binarised at 0.5), clipped to the valid content."""
         box = box_from_mask(mask > 0.5, pad)
@@ -269,6 +380,62 @@ class OneShotMethod(Method):
         tmp = tempfile.TemporaryDirectory(prefix="roiprompt-emb-")
         self.predictor.cache = EmbeddingCache(tmp.name)
         return tmp
+
+
+def _reference_pairs(image: Any, mask: MaskInput | None, source: str | Sequence[str]
+                     ) -> tuple[list[tuple[np.ndarray, MaskInput]], list[str]]:
+    """Normalise set_reference's two call forms to (pairs, sources)."""
+    if isinstance(image, np.ndarray):
+        if mask is None:
+            raise InputError(f"{source}: set_reference(image, mask) needs a mask")
+        return [(image, mask)], [str(source)]
+    pairs = list(image)
+    if mask is not None:
+        raise InputError("set_reference([(image, mask), ...]) takes the masks inside the pairs, not as mask=")
+    if not pairs:
+        raise InputError("set_reference: no reference given")
+    if isinstance(source, str):
+        sources = [source] if len(pairs) == 1 else [f"{source} {i}" for i in range(len(pairs))]
+    else:
+        sources = [str(s) for s in source]
+    if len(sources) != len(pairs):
+        raise InputError(f"set_reference: {len(pairs)} references but {len(sources)} source names")
+    for pair, src in zip(pairs, sources):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise InputError(f"{src}: each reference must be an (image, mask) pair")
+    return [(p[0], p[1]) for p in pairs], sources
+
+
+def image_descriptor(features: torch.Tensor, frame: Frame) -> torch.Tensor:
+    """(C,) unit mean of a (C, h, w) embedding's tokens over the image's valid (unpadded) region."""
+    h, w = frame.valid_region(features.shape[-1])
+    return F.normalize(features[:, :h, :w].mean(dim=(1, 2)), dim=0)
+
+
+def k_medoids(distance: torch.Tensor, k: int, sweeps: int = 10) -> list[int]:
+    """k medoids of an (n, n) distance matrix: greedy build (each step adds the point that lowers the total
+    distance to the nearest medoid most), then swaps until none helps. Returns the indices, most central first."""
+    n = distance.shape[0]
+    chosen = [int(distance.sum(1).argmin())]
+    while len(chosen) < k:
+        nearest = distance[:, chosen].min(1).values
+        gains = (nearest[None, :] - distance).clamp_min(0).sum(1)
+        gains[chosen] = -1
+        chosen.append(int(gains.argmax()))
+    cost = distance[:, chosen].min(1).values.sum()
+    for _ in range(sweeps):
+        improved = False
+        for i in range(k):
+            for j in range(n):
+                if j in chosen:
+                    continue
+                trial = chosen[:i] + [j] + chosen[i + 1:]
+                c = distance[:, trial].min(1).values.sum()
+                if c < cost - 1e-9:
+                    chosen, cost, improved = trial, c, True
+        if not improved:
+            break
+    return sorted(chosen, key=lambda i: float(distance[i].sum()))
 
 
 def config_fields(method_name: str) -> set[str]:

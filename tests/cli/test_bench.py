@@ -69,8 +69,10 @@ def test_split_file_is_recorded_with_its_hash(folder, tmp_path):
 
 
 def test_options_of_another_task_and_bad_splits_are_errors(folder, capsys):
-    assert main(["bench", "med_persam", "--dataset", "folder", "--root", str(folder), "--shots", "4"]) == 2
-    assert "shots" in capsys.readouterr().err
+    assert main(["bench", "med_persam", "--dataset", "folder", "--root", str(folder), "--label", "pathology"]) == 2
+    assert "label" in capsys.readouterr().err
+    assert main(["bench", "med_persam", "--dataset", "folder", "--root", str(folder), "--shots", "all"]) == 2
+    assert "references per seed" in capsys.readouterr().err
     assert main(["bench", "box_prompt", "--dataset", "folder", "--root", str(folder), "--split", "random"]) == 2
     assert "unknown split" in capsys.readouterr().err
     assert main(["bench", "linear_probe", "--dataset", "folder", "--root", str(folder), "--split", "official"]) == 2

@@ -36,8 +36,10 @@ def test_routing_uses_the_method_task(monkeypatch):
 
 
 def test_an_option_the_task_does_not_use_is_an_error():
-    with pytest.raises(InputError, match="shots"):
-        run_benchmark("med_persam", "folder", root="x", shots=[4])
+    with pytest.raises(InputError, match="label"):
+        run_benchmark("med_persam", "folder", root="x", label="pathology")
+    with pytest.raises(InputError, match="references per seed"):
+        run_benchmark("med_persam", "jsrt", shots=["all"])
     with pytest.raises(InputError, match="fractions"):
         run_benchmark("segprompt", "busbra", fractions=[0.1])
     with pytest.raises(InputError, match="unknown method|did you mean"):

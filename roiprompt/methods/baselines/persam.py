@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -122,18 +121,20 @@ class PerSAMF(OneShotMethod):
 
     config_class = PerSAMFConfig
 
-    def _on_reference(self, pool: Sequence[np.ndarray]) -> None:
-        ref = self.reference
-        self.mix_weights: dict[str, torch.Tensor] = {}
-        embedding = self.predictor.embedding  # the reference's, just encoded by set_reference
-        target = Target("reference", ref.image, ref.frame, "reference", lambda: embedding, embedding)
-        valid = ref.frame.valid_region(self.work_size)
-        for s in self.structures:
-            points, labels = persam_points(self.similarity(target, s), valid)
-            out = self.decode(target, points[:1], labels[:1], multimask=True)
-            logits = torch.as_tensor(out.low_res_logits)  # (3, S, S)
-            self.mix_weights[s] = _fit_mix_weights(logits, torch.as_tensor(ref.work_masks[s] > 0.5).float(),
-                                                   self.config)
+    def _on_reference(self) -> None:
+        # fit on each reference, then average: with k references the mix reflects all of them
+        weights: dict[str, list[torch.Tensor]] = {s: [] for s in self.structures}
+        for ref in self.references:
+            embedding = ref.embedding
+            target = Target(f"reference {ref.uid}", ref.image, ref.frame, ref.source, lambda e=embedding: e, embedding)
+            valid = ref.frame.valid_region(self.work_size)
+            for s in self.structures:
+                points, labels = persam_points(self.similarity(target, s), valid)
+                out = self.decode(target, points[:1], labels[:1], multimask=True)
+                logits = torch.as_tensor(out.low_res_logits)  # (3, S, S)
+                weights[s].append(_fit_mix_weights(logits, torch.as_tensor(ref.work_masks[s] > 0.5).float(),
+                                                   self.config))
+        self.mix_weights = {s: torch.stack(w).mean(0) for s, w in weights.items()}
 
     def _segment(self, target: Target, structure: str) -> Prediction:
         valid = target.frame.valid_region(self.work_size)

@@ -40,7 +40,7 @@ from ...types import Prediction
 from ..base import register_method
 from ..config import ConfigError, MethodConfig, check_int, check_number, check_probability
 from ..oneshot import OneShotMethod, Target, sigmoid
-from .warping import fit_warping, predict_flow, refine_flow, upsample_flow, warp
+from .warping import fit_warping, lncc_loss, predict_flow, refine_flow, upsample_flow, warp
 
 
 @dataclass(frozen=True)
@@ -164,46 +164,82 @@ def square_masks(masks: Sequence[np.ndarray], size: int) -> torch.Tensor:
     return F.interpolate(stack, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
 
 
-class _Warping(OneShotMethod):
-    """Fits the warping model on the reference and warps the reference masks onto each target."""
+@dataclass
+class WarpState:
+    """One reference prepared for warping: its grey square, masks at the fit's and the work frame's size, and
+    the warping model fit on it."""
 
-    def _on_reference(self, pool: Sequence[np.ndarray]) -> None:
-        cfg, ref = self.config, self.reference
-        self._ref_grey = grey_square(ref.image, cfg.warp_size)
-        masks = list(ref.masks.values())
-        self._ref_masks_small = square_masks(masks, cfg.warp_size)  # (K, w, w): the fit's Dice terms
-        self._ref_masks_work = square_masks(masks, self.work_size)  # (K, S, S): warped for prompting
-        self._ref_fraction = np.array([m.mean() for m in masks])
+    grey: torch.Tensor  # (w, w)
+    masks_small: torch.Tensor  # (K, w, w): the fit's Dice terms
+    masks_work: torch.Tensor  # (K, S, S): warped for prompting
+    fraction: np.ndarray  # (K,) mask area / image area
+    model: torch.nn.Module
+    seconds: float
+
+
+class _Warping(OneShotMethod):
+    """Fits one warping model per reference and warps the best-matching reference's masks onto each target."""
+
+    def _on_reference(self) -> None:
+        cfg = self.config
+        pool = self.pool
         if len(pool) > cfg.max_pool:  # a seeded subsample keeps the fit's memory bounded
             keep = np.random.default_rng(cfg.seed).choice(len(pool), cfg.max_pool, replace=False)
             pool = [pool[i] for i in sorted(keep)]
         self._pool = [grey_square(p, cfg.warp_size) for p in pool]
+        fitted = getattr(self, "_warps", {})
+        # add_reference refits nothing already fit: states are keyed by the reference's uid
+        self._warps = {r.uid: fitted.get(r.uid) or self._fit_warp(r) for r in self.references}
+        self.fit_seconds = sum(w.seconds for w in self._warps.values())
+
+    def _fit_warp(self, ref) -> WarpState:
+        cfg = self.config
+        grey = grey_square(ref.image, cfg.warp_size)
+        masks = list(ref.masks.values())
+        small = square_masks(masks, cfg.warp_size)
         start = time.perf_counter()
-        self.warp_model = fit_warping(self._ref_grey, self._ref_masks_small, targets=self._pool,
-                                      iterations=cfg.warp_iterations, batch=cfg.warp_batch, lr=cfg.warp_lr,
-                                      seed=cfg.seed, smoothness_weight=cfg.smoothness_weight)
-        self.fit_seconds = time.perf_counter() - start
+        model = fit_warping(grey, small, targets=self._pool, iterations=cfg.warp_iterations, batch=cfg.warp_batch,
+                            lr=cfg.warp_lr, seed=cfg.seed, smoothness_weight=cfg.smoothness_weight)
+        return WarpState(grey, small, square_masks(masks, self.work_size), np.array([m.mean() for m in masks]),
+                         model, time.perf_counter() - start)
+
+    @property
+    def warp_states(self) -> list[WarpState]:
+        """One :class:`WarpState` per reference, in reference order."""
+        return [self._warps[r.uid] for r in self.references]
 
     def _prepare_target(self, target: Target) -> None:
         cfg = self.config
         grey = grey_square(target.image, cfg.warp_size)
-        flow = predict_flow(self.warp_model, self._ref_grey, grey)
-        flow = refine_flow(self._ref_grey, grey, flow, cfg.instance_iterations, cfg.instance_grid, cfg.instance_lr,
-                           cfg.smoothness_weight)
-        flow = upsample_flow(flow, self.work_size)
+        states = self.warp_states
+        flows = [predict_flow(s.model, s.grey, grey) for s in states]
+        if len(states) > 1:  # k references: warp from the one the network aligns best (local NCC, image space)
+            with torch.no_grad():
+                fits = [float(lncc_loss(warp(s.grey[None, None], f), grey[None, None])) for s, f in zip(states, flows)]
+            best = int(np.argmin(fits))
+        else:
+            best = 0
+        state = states[best]
+        flow = refine_flow(state.grey, grey, flows[best], cfg.instance_iterations, cfg.instance_grid,
+                           cfg.instance_lr, cfg.smoothness_weight)
         with torch.no_grad():
-            warped = warp(self._ref_masks_work[None], flow)[0].clamp(0, 1)  # (K, S, S) in squashed target coords
-        target.state.update(grey=grey, warped=warped)
+            match = -float(lncc_loss(warp(state.grey[None, None], flow), grey[None, None]))
+            flow = upsample_flow(flow, self.work_size)
+            warped = warp(state.masks_work[None], flow)[0].clamp(0, 1)  # (K, S, S) in squashed target coords
+        target.state.update(grey=grey, warped=warped, warp_reference=best, warp_match=match)
+
+    def warped_work(self, target: Target, structure: str) -> np.ndarray:
+        """The warped reference mask of ``structure`` as an (S, S) soft mask in the work frame."""
+        soft = target.state["warped"][self.structures.index(structure)][None, None]  # (1, 1, S, S)
+        h, w = target.frame.valid_region(self.work_size)
+        return F.pad(F.interpolate(soft, size=(h, w), mode="bilinear", align_corners=False),
+                     (0, self.work_size - w, 0, self.work_size - h))[0, 0].numpy()
 
     def warped_mask(self, target: Target, structure: str) -> tuple[np.ndarray, np.ndarray]:
         """The warped reference mask of ``structure``: (S, S) soft in the work frame and HxW bool original."""
-        k = self.structures.index(structure)
-        soft = target.state["warped"][k][None, None]  # (1, 1, S, S)
-        h, w = target.frame.valid_region(self.work_size)
-        work = F.pad(F.interpolate(soft, size=(h, w), mode="bilinear", align_corners=False),
-                     (0, self.work_size - w, 0, self.work_size - h))[0, 0].numpy()
+        soft = target.state["warped"][self.structures.index(structure)][None, None]
         orig = F.interpolate(soft, size=target.frame.orig_hw, mode="bilinear", align_corners=False)[0, 0]
-        return work, orig.numpy() > 0.5
+        return self.warped_work(target, structure), orig.numpy() > 0.5
 
 
 @register_method(
@@ -328,12 +364,13 @@ class MedPerSAM(_Warping):
                 self.retrain_pairs = len(pairs)
                 if not pairs:
                     break  # nothing trustworthy to learn from: keep the first pass
-                start = time.perf_counter()
-                self.warp_model = fit_warping(self._ref_grey, self._ref_masks_small, targets=self._pool,
+                for state in self.warp_states:  # every reference's model learns from the confident masks
+                    start = time.perf_counter()
+                    state.model = fit_warping(state.grey, state.masks_small, targets=self._pool,
                                               iterations=cfg.retrain_iterations, batch=max(cfg.warp_batch, 2),
                                               lr=cfg.warp_lr, seed=cfg.seed + 1 + r, extra_pairs=pairs,
-                                              smoothness_weight=cfg.smoothness_weight, init=self.warp_model)
-                self.fit_seconds += time.perf_counter() - start
+                                              smoothness_weight=cfg.smoothness_weight, init=state.model)
+                    self.fit_seconds += time.perf_counter() - start
                 self._target = None  # flows changed
                 preds = super().predict_many(images, sources, tick)
         finally:
@@ -352,9 +389,10 @@ class MedPerSAM(_Warping):
         cfg, size = self.config, self.config.warp_size
         lo, hi = cfg.retrain_area_range
         masks, confident = [], False
+        fraction = np.mean([w.fraction for w in self.warp_states], axis=0)
         for k, s in enumerate(self.structures):
             p = pred[s]
-            ratio = p.mask.mean() / max(self._ref_fraction[k], 1e-9)
+            ratio = p.mask.mean() / max(fraction[k], 1e-9)
             if p.scores.get("iou_pred", 0.0) >= cfg.retrain_min_iou and lo <= ratio <= hi:
                 masks.append(p.mask)
                 confident = True

@@ -117,9 +117,10 @@ def test_a_segmenter_supplies_the_mask_from_a_box(tiny):
         roiprompt.load_method("segprompt", backbone=tiny, segmenter=clf)
 
 
-def test_med_persam_supplies_the_union_of_structures(tiny):
+@pytest.mark.parametrize("segmenter", ["med_persam", "med_persam_plus"])
+def test_a_oneshot_segmenter_supplies_the_union_of_structures(tiny, segmenter):
     samples = _toy_samples()
-    oneshot = roiprompt.load_method("med_persam", backbone=tiny, warp_iterations=5, instance_iterations=5)
+    oneshot = roiprompt.load_method(segmenter, backbone=tiny, warp_iterations=5, instance_iterations=5)
     top = samples[0].masks["roi"]
     oneshot.set_reference(samples[0].image, {"top": top, "bottom": np.roll(top, 32, axis=0)})
     clf = roiprompt.load_method("segprompt", backbone=tiny, segmenter=oneshot, allow_empty_mask=True,
