@@ -90,6 +90,50 @@ def oneshot_table(records: list[dict], oracle: list[dict]) -> str:
     return "\n".join(lines)
 
 
+KSHOT_HEADER = """## One-shot with k references (issue 19): `med_persam_plus`, its ablations and the baselines
+
+`python -m benchmarks.oneshot_kshot` (protocol in its docstring): seed s draws k train references (nested in k),
+targets are the first 100 test images, **no unlabeled pool** (a target's mask never depends on the other
+targets). Dice: mean over seeds [t 95 % CI]. Flag AUROC: how well `quality` ranks the predictions with
+Dice < 0.5 below the others (pooled over seeds; "-" where no prediction failed). Set-ref s is per reference;
+s/target covers every structure of one target, embeddings from the on-disk cache (the encoder adds ~0.5 s on a
+new image). The runs shared the 2-core CPU with other jobs at times: read the times as upper bounds. Rows marked
+*committed* are the earlier `benchmarks/results/oneshot_*.json` runs (k = 1, the targets as the warping fit's
+pool).
+"""
+
+
+def kshot_table(records: list[dict], committed: list[dict]) -> str:
+    cells: dict[tuple, dict] = defaultdict(dict)
+    for r in records:
+        label = r["method"] + ("" if r.get("variant", "default") == "default" else f" ({r['variant']})")
+        cells[(r["dataset"], str(r["structure"]), label)].setdefault(r["setting"]["shots"], {})[r["metric"]] = r
+    for r in committed:
+        if r["method"] in ("med_persam", "persam_f", "registration") and not r.get("variant"):
+            cells[(r["dataset"], str(r["structure"]), f"*{r['method']} (committed)*")].setdefault(1, {})[
+                r["metric"]] = r
+    lines = ["| dataset | structure | method | Dice k=1 | k=3 | k=5 | flag AUROC k=1 / 3 / 5 | set-ref s | s/target | "
+             "peak RSS MB |", "|" + "---|" * 10]
+    for key in sorted(cells, key=lambda k: (k[0], k[1], k[2].startswith("*"), k[2])):
+        by_k = cells[key]
+
+        def dice(k: int) -> str:
+            return fmt(by_k[k]["dice"]) + f" ({by_k[k]['dice']['seeds']}x{by_k[k]['dice']['targets_per_seed']})" \
+                if k in by_k and "dice" in by_k[k] else "-"
+
+        def flag(k: int) -> str:
+            m = by_k.get(k, {})
+            r = m.get("flag_auroc_quality") or m.get("flag_auroc_iou_pred")  # committed rows: quality = iou_pred
+            return f"{r['mean']:.2f}" if r and r["mean"] == r["mean"] else "-"
+
+        first = by_k[min(by_k)]["dice"]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {dice(1)} | {dice(3)} | {dice(5)} | "
+                     f"{flag(1)} / {flag(3)} / {flag(5)} | {first['seconds_set_reference']:.1f} | "
+                     f"{first['seconds_per_image']:.2f} | {first['peak_rss_mb']:.0f} |")
+    commands = sorted({r["command"] for r in records})
+    return "\n".join(lines) + "\n\nCommands: " + "; ".join(f"`{c}`" for c in commands)
+
+
 def speed_table(records: list[dict]) -> str:
     rows: dict[tuple, dict] = defaultdict(dict)
     for r in records:
@@ -447,6 +491,11 @@ def main() -> None:
         if others:
             parts.append("\n## Segmentation\n")
             parts.append(segmentation_table(others))
+    kshot = [{**r, "_file": p.stem} for p in sorted((HERE / "results" / "oneshot_kshot").glob("*.json"))
+             for r in load_records(p)]
+    if kshot:
+        parts.append("\n" + KSHOT_HEADER)
+        parts.append(kshot_table(kshot, [r for r in seg if "seconds_set_reference" in r]))
     encoder = [r for r in records if r["task"] == "speed" and r["method"] == "litemedsam_encoder"]
     if encoder:
         parts.append("\n" + ENCODER_HEADER)

@@ -51,7 +51,7 @@ def main() -> int:
     p.add_argument("--shots", default="8,16,32,64,all")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--masks", default="gt", help="comma-separated mask sources: gt, gt_eroded, gt_dilated, "
-                                                  "box_prompt, med_persam")
+                                                  "box_prompt, oneshot (the default one-shot method), med_persam")
     p.add_argument("--cache-dir", default=str(ROOT / ".cache" / "embeddings"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--views", type=int, default=None, help="override the views per training image")

@@ -101,18 +101,23 @@ class Prediction:
         * classifiers: ``{class label: probability}``, summing to 1;
         * ``iou_pred``: the SAM-family decoder's predicted IoU of the returned mask (``box_prompt``: the
           area-weighted mean over its boxes);
-        * ``quality``: the method's one overall quality flag, higher = more likely a good mask (the predicted IoU
-          for the SAM-prompting methods, the mean foreground probability inside the mask for ``concept_text``);
-          absent where a method has none (``registration``);
-        * method-specific raw signals beside them, e.g. ``warp_agreement`` (Med-PerSAM: Dice of the mask with the
-          warped reference mask).
+        * ``quality``: the method's one overall quality flag, higher = more likely a good mask (``med_persam_plus``:
+          the calibrated probability that Dice >= 0.5; the predicted IoU for the other SAM-prompting methods; the
+          mean foreground probability inside the mask for ``concept_text``); absent where a method has none
+          (``registration``);
+        * method-specific raw signals beside them: ``warp_agreement`` (Med-PerSAM: Dice of the mask with the
+          warped reference mask); ``med_persam_plus``'s candidate signals ``head_prob``, ``cosine``, ``area``,
+          ``agree_warp``, ``agree_registration``, ``warp_match`` and ``margin`` (:mod:`~roiprompt.methods.
+          med_persam_plus.candidates`).
 
     ``extras``
         * ``boxes``: (N, 4) XYXY pixels of the box prompt(s) given to the decoder, or None when it got none;
         * ``points`` (N, 2) (x, y) pixels and ``point_labels`` (N,) of the point prompts, or None;
         * ``low_res_logits``: (m, m) decoder logits in the model frame (reusable as a dense prompt);
         * ``mask``: the ROI mask a classifier used (HxW bool); ``probability``: HxW foreground probability;
-          ``warped_mask``: HxW bool warped reference mask; ``rounds``: decoder rounds run.
+          ``warped_mask``: HxW bool warped reference mask; ``rounds``: decoder rounds run;
+        * ``source``: which localiser's candidate won, ``candidates``: every candidate's (source, quality), best
+          first (``med_persam_plus``).
 
     Attributes:
         mask: HxW bool at the original resolution (segmenters), else None.

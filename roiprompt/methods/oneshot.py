@@ -1,24 +1,30 @@
-"""One-shot segmentation: what Med-PerSAM and its baselines share.
+"""One-shot segmentation: what Med-PerSAM, ``med_persam_plus`` and the baselines share.
 
-A one-shot method learns from **one** annotated reference image (one mask per structure) and then segments the
-same structures in other images with a frozen SAM-family model::
+A one-shot method learns from **one** annotated reference image (one mask per structure), or from k of them, and
+then segments the same structures in other images with a frozen SAM-family model::
 
-    method = roiprompt.load_method("med_persam")
+    method = roiprompt.load_method("med_persam_plus")
     method.set_reference(image, {"left_lung": m1, "heart": m2})   # or set_reference(image, mask)
+    method.add_reference(image2, {"left_lung": n1, "heart": n2})  # k-shot; or set_reference([(img, masks), ...])
     pred = method.predict(target, structure="heart")              # -> Prediction
     preds = method.predict_all(target)                            # {structure: Prediction}, one encode
+    picks = method.suggest_references(images, k=3)                # which images to annotate (medoids)
 
-This module owns the reference (its embedding, per-structure prototypes and masks in the decoder's frame), the
-per-target cache (an image is encoded once however many structures, refinement rounds or passes use it) and
-the conversions between the *work frame* and the original pixels. The work frame is the decoder's square,
-zero-padded low-resolution grid (``S = backbone.mask_size``, 256 for every SAM-family backbone): similarity
-maps, mask estimates, points and boxes are computed there, and the decoder's low-res logits land there.
+This module owns the references (each one's embedding, per-structure prototypes and masks in the decoder's
+frame; the prototype of a structure is the mean over references), the per-target cache (an image is encoded once
+however many structures, candidates or rounds use it) and the conversions between the *work frame* and the
+original pixels. The work frame is the decoder's square, zero-padded low-resolution grid (``S =
+backbone.mask_size``, 256 for every SAM-family backbone): similarity maps, mask estimates, points and boxes are
+computed there, and the decoder's low-res logits land there.
+
+A prediction depends only on the references and the settings: unlabeled images are used only when given
+explicitly (``pool=`` at :meth:`OneShotMethod.set_reference`, recorded in ``setting()``), never taken from the
+batch being predicted.
 """
 
 from __future__ import annotations
 
 import abc
-import itertools
 import tempfile
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Sequence
@@ -36,39 +42,12 @@ from ..prompts.points import mask_prototype, similarity_map
 from ..prompts.transforms import Frame, box_from_mask
 from ..types import Prediction, Sample
 from .base import Method
+from .references import MaskInput, Reference, image_descriptor, k_medoids, reference_pairs
 
-MaskInput = np.ndarray | Mapping[str, np.ndarray]
 #: The one-shot method used when none is named (``roiprompt oneshot``, the classifiers' one-shot mask source):
 #: it beats ``med_persam`` on every benchmarked structure (``benchmarks/RESULTS.md``).
 DEFAULT_ONESHOT_METHOD = "med_persam_plus"
-_REFERENCE_IDS = itertools.count()
 DEFAULT_STRUCTURE = "roi"
-
-
-@dataclass
-class Reference:
-    """One annotated reference image, prepared once by :meth:`OneShotMethod.set_reference` / ``add_reference``.
-
-    Attributes:
-        image: the checked HxW or HxWx3 uint8 image.
-        masks: structure -> HxW bool mask at the original resolution.
-        frame: the image's model frame.
-        work_masks: structure -> (S, S) float mask in the work frame.
-        prototypes: structure -> (C,) unit prototype (methods.md §1.3 step 1).
-        source: the image's name in messages (e.g. its file name).
-        descriptor: (C,) unit mean of the image's encoder tokens, for "nearest reference" choices.
-        embedding: the image's embedding (kept: methods that learn from the reference reuse it).
-    """
-
-    image: np.ndarray
-    masks: dict[str, np.ndarray]
-    frame: Frame
-    work_masks: dict[str, np.ndarray]
-    prototypes: dict[str, torch.Tensor]
-    source: str = "reference"
-    descriptor: torch.Tensor | None = None
-    embedding: ImageEmbedding | None = None
-    uid: int = field(default_factory=lambda: next(_REFERENCE_IDS))  # keys per-reference fits (never reused)
 
 
 @dataclass
@@ -92,10 +71,11 @@ class Target:
 
 
 class OneShotMethod(Method):
-    """Base class of the one-shot segmenters (``med_persam``, ``persam``, ``persam_f``, ``registration``).
+    """Base class of the one-shot segmenters (``med_persam_plus``, ``med_persam``, ``persam``, ``persam_f``,
+    ``registration``).
 
     Subclasses set ``config_class`` (a :class:`~roiprompt.methods.config.MethodConfig`) and implement
-    :meth:`_segment`; they may extend :meth:`_on_reference` (fit something on the reference),
+    :meth:`_segment`; they may extend :meth:`_on_reference` (fit something on the references),
     :meth:`_prepare_target` (per-image work shared by every structure) and :meth:`predict_many` (transductive
     use of the whole target pool). Construction arguments: :class:`~roiprompt.methods.base.Method`.
     """
@@ -147,7 +127,7 @@ class OneShotMethod(Method):
             InputError: bad image, a mask of the wrong size, empty, or not binary; references with different
                 structure sets. Each message names the image.
         """
-        pairs, sources = _reference_pairs(image, mask, source)
+        pairs, sources = reference_pairs(image, mask, source)
         references = []
         for (img, msk), src in zip(pairs, sources):
             references.append(self._prepare_reference(img, msk, src, references[0] if references else None))
@@ -380,62 +360,6 @@ class OneShotMethod(Method):
         tmp = tempfile.TemporaryDirectory(prefix="roiprompt-emb-")
         self.predictor.cache = EmbeddingCache(tmp.name)
         return tmp
-
-
-def _reference_pairs(image: Any, mask: MaskInput | None, source: str | Sequence[str]
-                     ) -> tuple[list[tuple[np.ndarray, MaskInput]], list[str]]:
-    """Normalise set_reference's two call forms to (pairs, sources)."""
-    if isinstance(image, np.ndarray):
-        if mask is None:
-            raise InputError(f"{source}: set_reference(image, mask) needs a mask")
-        return [(image, mask)], [str(source)]
-    pairs = list(image)
-    if mask is not None:
-        raise InputError("set_reference([(image, mask), ...]) takes the masks inside the pairs, not as mask=")
-    if not pairs:
-        raise InputError("set_reference: no reference given")
-    if isinstance(source, str):
-        sources = [source] if len(pairs) == 1 else [f"{source} {i}" for i in range(len(pairs))]
-    else:
-        sources = [str(s) for s in source]
-    if len(sources) != len(pairs):
-        raise InputError(f"set_reference: {len(pairs)} references but {len(sources)} source names")
-    for pair, src in zip(pairs, sources):
-        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-            raise InputError(f"{src}: each reference must be an (image, mask) pair")
-    return [(p[0], p[1]) for p in pairs], sources
-
-
-def image_descriptor(features: torch.Tensor, frame: Frame) -> torch.Tensor:
-    """(C,) unit mean of a (C, h, w) embedding's tokens over the image's valid (unpadded) region."""
-    h, w = frame.valid_region(features.shape[-1])
-    return F.normalize(features[:, :h, :w].mean(dim=(1, 2)), dim=0)
-
-
-def k_medoids(distance: torch.Tensor, k: int, sweeps: int = 10) -> list[int]:
-    """k medoids of an (n, n) distance matrix: greedy build (each step adds the point that lowers the total
-    distance to the nearest medoid most), then swaps until none helps. Returns the indices, most central first."""
-    n = distance.shape[0]
-    chosen = [int(distance.sum(1).argmin())]
-    while len(chosen) < k:
-        nearest = distance[:, chosen].min(1).values
-        gains = (nearest[None, :] - distance).clamp_min(0).sum(1)
-        gains[chosen] = -1
-        chosen.append(int(gains.argmax()))
-    cost = distance[:, chosen].min(1).values.sum()
-    for _ in range(sweeps):
-        improved = False
-        for i in range(k):
-            for j in range(n):
-                if j in chosen:
-                    continue
-                trial = chosen[:i] + [j] + chosen[i + 1:]
-                c = distance[:, trial].min(1).values.sum()
-                if c < cost - 1e-9:
-                    chosen, cost, improved = trial, c, True
-        if not improved:
-            break
-    return sorted(chosen, key=lambda i: float(distance[i].sum()))
 
 
 def config_fields(method_name: str) -> set[str]:

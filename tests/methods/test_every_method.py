@@ -26,8 +26,10 @@ BACKBONES = {"zero_shot": "test-clip"}
 FAST = dict(views=1, epochs=1, min_steps=2, max_steps=2, batch_size=4, input_size=64,  # classifiers, concept_text
             warp_size=32, warp_iterations=2, instance_iterations=2, iterations=2)  # one-shot
 #: The shared vocabulary (roiprompt.types.Prediction) a segmenter's scores and extras must keep to.
-SCORE_KEYS = {"iou_pred", "quality", "warp_agreement"}
-EXTRA_KEYS = {"boxes", "points", "point_labels", "low_res_logits", "mask", "probability", "warped_mask", "rounds"}
+SCORE_KEYS = {"iou_pred", "quality", "warp_agreement", "head_prob", "cosine", "area", "agree_warp",
+              "agree_registration", "warp_match", "margin"}
+EXTRA_KEYS = {"boxes", "points", "point_labels", "low_res_logits", "mask", "probability", "warped_mask", "rounds",
+              "source", "candidates"}
 LITERALS = [(name, field) for name in METHODS for field in literal_fields(method_class(name).config_class)]
 
 

@@ -103,7 +103,7 @@ QUALITY_SLOPE, QUALITY_INTERCEPT = 5.33, -4.71
 def rank(found: list[Candidate], warp_match: float) -> list[Candidate]:
     """Order the candidates best first; the first is the prediction.
 
-    The rule, chosen on train targets (``benchmarks/RESULTS.md``, "Choosing between the localisers"):
+    The rule, chosen on train targets (README, "One-shot: which localiser wins where"):
 
     1. the best head candidate is the one with the highest predicted IoU;
     2. where registration means nothing (``warp_match < REGISTRATION_MATCH``: the reference's anatomy does not

@@ -6,10 +6,11 @@ of a target's embedding to the probability that it lies inside the structure. To
 mask's boundary (mask fraction between 0.2 and 0.8 of the token's cell) are left out of the fit: their label is
 ambiguous. Positives and negatives weigh half each, whatever the structure's area.
 
-Measured against a 1x1-conv MLP (256-32-1), other L2 strengths, per-image token centring and more views on 20
-train targets x 3 references of Kvasir-SEG (Dice of the decoded top component; ``benchmarks/RESULTS.md``,
-"Localiser head"): logistic 0.626, MLP 0.635, weaker L2 0.635, centring 0.570, 12 views 0.629, no augmentation
-0.573. The MLP's gain is within noise and costs 33x the parameters, so the head is logistic (C + 1 numbers).
+Chosen by a development measurement (a throwaway script; 20 train-split targets x 3 train references of
+Kvasir-SEG, Dice of the decoded top component; README "One-shot: which localiser wins where"): logistic 0.626,
+a 1x1-conv MLP (256-32-1) 0.635, weaker L2 0.635, per-image token centring 0.570, 12 views 0.629, no
+augmentation 0.573. The MLP's gain is within noise at 33x the parameters, so the head is logistic (C + 1
+numbers). On BUS-BRA: logistic 0.444, MLP 0.451, centring 0.362.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from scipy import ndimage
 from ...types import Prediction
 from ..base import register_method
 from ..config import check_int, check_number, check_probability
-from ..med_persam.method import WarpingConfig, _Warping
+from ..med_persam.warp_prior import WarpingConfig, _Warping
 from ..oneshot import Target
 from .candidates import Candidate, clean_mask, components, dice, pooled_cosine, quality, rank
 from .head import TokenHead, fit_token_head, token_labels
