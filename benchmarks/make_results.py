@@ -138,14 +138,15 @@ def speed_table(records: list[dict]) -> str:
     rows: dict[tuple, dict] = defaultdict(dict)
     for r in records:
         rows[(r["dataset"], str(r["structure"]), r["method"])][r["metric"]] = r
-    lines = ["| dataset | structures | method | set reference s | s/target, median (min-max) | targets | "
-             "peak RSS MB | command |", "|" + "---|" * 8]
+    lines = ["| dataset | structures | method | set reference s | s/target, median (min-max) | cached s/target | "
+             "targets | peak RSS MB | command |", "|" + "---|" * 9]
     for key in sorted(rows):
         m = rows[key]
         ref, tgt = m["seconds_set_reference"], m["seconds_per_target"]
+        cached = f"{m['seconds_per_target_cached']['mean']:.2f}" if "seconds_per_target_cached" in m else "-"
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {ref['mean']:.1f} | {tgt['mean']:.2f} "
-                     f"({tgt['ci95'][0]:.2f}-{tgt['ci95'][1]:.2f}) | {tgt['n']} | {tgt['peak_rss_mb']:.0f} | "
-                     f"`{tgt['command']}` |")
+                     f"({tgt['ci95'][0]:.2f}-{tgt['ci95'][1]:.2f}) | {cached} | {tgt['n']} | "
+                     f"{tgt['peak_rss_mb']:.0f} | `{tgt['command']}` |")
     return "\n".join(lines)
 
 

@@ -81,7 +81,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     targets: list[tuple[Path, np.ndarray]] = []
     with _progress() as bar, _PredictionTable(out / "predictions.csv") as table:
         task = bar.add_task("reading targets", total=len(images))
-        for path in images:  # all first: the readable ones are the pool the warping model learns from
+        for path in images:  # read all first, so a bad file is reported before the model loads
             try:
                 targets.append((path, read_image(path)))
             except RoiPromptError as err:  # skip a bad file, report it at the end, finish the rest
