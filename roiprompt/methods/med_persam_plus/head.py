@@ -51,10 +51,9 @@ def token_labels(mask_model: torch.Tensor, valid_hw: tuple[int, int]) -> tuple[t
     h, w = valid_hw
     grid = torch.zeros_like(mask_model, dtype=torch.bool)
     grid[:h, :w] = True
-    frac = mask_model
-    usable = grid & ((frac >= 0.8) | (frac <= 0.2))
+    usable = grid & ((mask_model >= 0.8) | (mask_model <= 0.2))
     index = usable.flatten().nonzero()[:, 0]
-    return index, (frac.flatten()[index] >= 0.8).float()
+    return index, (mask_model.flatten()[index] >= 0.8).float()
 
 
 def fit_token_head(tokens: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], l2: float = 1e-3,

@@ -13,8 +13,8 @@ breast lesion can sit anywhere. This method adds a second localiser and lets the
    cosine, head probability, area plausibility, head/warp agreement, registration match); the best wins, other
    head components that score as well join it (several lesions), and the winner's score is the calibrated
    ``quality`` (probability that Dice >= 0.5);
-4. speckle is removed (components away from the selected candidates) and holes are filled where the
-   references' masks have none.
+4. speckle is removed (pieces under 5 % of the largest) and holes are filled where the references' masks have
+   none.
 
 Predictions depend only on the references and the settings: no unlabeled pool is used unless given explicitly
 (``pool=`` at ``set_reference``, recorded in ``setting()``). The ablations switch parts off by config:
@@ -37,6 +37,7 @@ from ..base import register_method
 from ..config import check_int, check_number, check_probability
 from ..med_persam.warp_prior import WarpingConfig, _Warping
 from ..oneshot import Target
+from ..references import Reference
 from .candidates import Candidate, clean_mask, components, dice, pooled_cosine, quality, rank
 from .head import TokenHead, fit_token_head, token_labels
 from .views import reference_views
@@ -128,20 +129,28 @@ class MedPerSAMPlus(_Warping):
 
     def _fit_heads(self) -> dict[str, TokenHead]:
         cfg = self.config
-        tokens: dict[str, list[torch.Tensor]] = {s: [] for s in self.structures}
-        labels: dict[str, list[torch.Tensor]] = {s: [] for s in self.structures}
-        for ref in self.references:
-            for image, masks in reference_views(ref.image, ref.masks, cfg.views, seed=cfg.seed):
-                self.predictor.set_image(image, source=f"{ref.source} (augmented view)")
-                frame, features = self.predictor.frame, self.predictor.embedding.features[0].float()
-                flat = features.flatten(1).T  # (h*w, C)
-                valid = frame.valid_region(features.shape[-1])
-                for s in self.structures:
-                    grid = frame.mask_to_model(masks[s].astype(np.float32), size=features.shape[-1])[0, 0]
-                    index, y = token_labels(grid, valid)
-                    tokens[s].append(flat[index])
-                    labels[s].append(y)
-        return {s: fit_token_head(tokens[s], labels[s], l2=cfg.head_l2) for s in self.structures}
+        known = getattr(self, "_view_tokens", {})
+        # each reference's view tokens are gathered once: add_reference encodes only the new reference's views
+        self._view_tokens = {r.uid: known.get(r.uid) or self._reference_tokens(r) for r in self.references}
+        return {s: fit_token_head([t for r in self.references for t in self._view_tokens[r.uid][s][0]],
+                                  [y for r in self.references for y in self._view_tokens[r.uid][s][1]],
+                                  l2=cfg.head_l2)
+                for s in self.structures}
+
+    def _reference_tokens(self, ref: Reference) -> dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]:
+        """structure -> (per view, the usable (n, C) tokens and their (n,) labels) of one reference."""
+        out: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {s: ([], []) for s in self.structures}
+        for image, masks in reference_views(ref.image, ref.masks, self.config.views, seed=self.config.seed):
+            self.predictor.set_image(image, source=f"{ref.source} (augmented view)")
+            frame, features = self.predictor.frame, self.predictor.embedding.features[0].float()
+            flat = features.flatten(1).T  # (h*w, C)
+            valid = frame.valid_region(features.shape[-1])
+            for s in self.structures:
+                grid = frame.mask_to_model(masks[s].astype(np.float32), size=features.shape[-1])[0, 0]
+                index, y = token_labels(grid, valid)
+                out[s][0].append(flat[index])
+                out[s][1].append(y)
+        return out
 
     # -- targets --------------------------------------------------------------------------------------------
     def _prepare_target(self, target: Target) -> None:
@@ -224,9 +233,8 @@ class MedPerSAMPlus(_Warping):
                        and dice(c.mask, best.mask) < 0.1]
         logits = np.max(np.stack([c.logits for c in chosen]), axis=0)
         mask = self.to_original(target, logits)
-        if cfg.clean:
-            keep = self.to_original(target, np.max(np.stack([c.logits for c in chosen]), axis=0))
-            mask = clean_mask(mask, keep, self.fill_holes[structure])
+        if cfg.clean:  # the mask is the chosen candidates' union: drop specks by size, fill holes
+            mask = clean_mask(mask, None, self.fill_holes[structure])
         runner_up = ranked[1].score if len(ranked) > 1 else 0.0
         scale = self.backbone.input_size / self.work_size
         boxes = [target.frame.points_to_original(c.box.reshape(2, 2) * scale).reshape(4) for c in chosen
