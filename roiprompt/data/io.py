@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..files import atomic_path
 from .validate import check_image, check_mask
 
 __all__ = ["IMAGE_EXTENSIONS", "read_image", "read_mask", "split_extension", "write_mask_png"]
@@ -313,7 +314,7 @@ def read_mask(path: str | os.PathLike, image_hw: tuple[int, int] | None = None, 
 
 
 def write_mask_png(path: str | os.PathLike, mask: np.ndarray) -> Path:
-    """Write an HxW binary mask as an 8-bit grey PNG (0 / 255), creating parent folders; returns the path.
+    """Write an HxW binary mask as an 8-bit grey PNG (0 / 255), atomically, creating parent folders; returns the path.
 
     :func:`read_mask` reads it back exactly.
 
@@ -322,6 +323,6 @@ def write_mask_png(path: str | os.PathLike, mask: np.ndarray) -> Path:
     """
     path = Path(path)
     mask = check_mask(mask, None, str(path), allow_empty=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mask.astype(np.uint8) * 255).save(path, format="PNG")
+    with atomic_path(path) as tmp:
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
     return path

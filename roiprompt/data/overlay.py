@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from ..errors import InputError
+from ..files import atomic_path
 from .validate import check_image, check_mask
 
 __all__ = ["STRUCTURE_COLOURS", "write_attention_png", "write_overlay_png"]
@@ -109,8 +110,8 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, mask_or_masks:
             draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=(0, 0, 0))
             draw.text((4, y), name, fill=colour)
             y = bottom + 3
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, format="PNG")
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
     return path
 
 
@@ -164,6 +165,6 @@ def write_attention_png(path: str | os.PathLike, image: np.ndarray, maps: Mappin
         panels.append(np.asarray(canvas))
     gap = np.full((height, 4, 3), 255, np.uint8)
     row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(row).save(path, format="PNG")
+    with atomic_path(path) as tmp:
+        Image.fromarray(row).save(tmp, format="PNG")
     return path

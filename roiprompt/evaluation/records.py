@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import resource
 import subprocess
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from ..files import atomic_write_text
 
 REQUIRED_KEYS = ("method", "backbone", "dataset", "structure", "task", "setting", "metric", "mean", "ci95", "n",
                  "seconds_per_image", "peak_rss_mb", "command", "git_commit")
@@ -78,11 +79,7 @@ def write_records(path: str | Path, records: Iterable[Mapping[str, Any]]) -> Pat
     for r in records:
         if missing := [k for k in REQUIRED_KEYS if k not in r]:
             raise ValueError(f"benchmark record lacks {missing}: {r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_strict(records), indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(_strict(records), indent=1, allow_nan=False) + "\n")
 
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..files import atomic_path
 from .backbones.base import Backbone, ImageEmbedding
 
 #: Bump when preprocessing changes so stale embeddings are never reused.
@@ -76,9 +77,8 @@ class EmbeddingCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"features": embedding.features.detach().cpu().contiguous()}
         data.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in embedding.extra.items()})
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(data, tmp)
-        tmp.replace(path)  # atomic: concurrent readers never see a partial file
+        with atomic_path(path) as tmp:  # concurrent readers never see a partial file
+            torch.save(data, tmp)
 
 
 def load_or_compute(cache: EmbeddingCache | None, image: np.ndarray, backbone: Backbone, views: Sequence[str],
