@@ -21,3 +21,16 @@ class DataError(RoiPromptError):
 
 class CheckpointError(RoiPromptError):
     """Weights that cannot be found, fail their SHA-256 check, or do not fit the architecture."""
+
+
+def shown(path: object) -> str:
+    """A file name fit for a message: bytes that are not UTF-8 (Linux allows them in names) as ``\\xNN``.
+
+    ``str(path)`` of such a name holds lone surrogates, which cannot be printed or written to a UTF-8 file.
+    """
+    import os
+
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")  # type: ignore[arg-type]
+    except TypeError:
+        return str(path)

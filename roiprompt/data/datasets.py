@@ -38,6 +38,8 @@ class Record:
         masks: structure name -> mask file, only for the structures this sample has a mask of.
         label: class label or None.
         meta: dataset-specific fields copied into ``Sample.meta``.
+        mask_threshold: how the dataset's mask files are binarised when they are not binary (lossy JPEG masks:
+            128), a decision of the dataset reader; None = strict (see :func:`~roiprompt.data.read_mask`).
     """
 
     id: str
@@ -45,12 +47,14 @@ class Record:
     masks: Mapping[str, Path] = field(default_factory=dict)
     label: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    mask_threshold: float | None = None
 
 
 def load_record(record: Record) -> Sample:
     """Read a record's image and masks (empty masks allowed) into a Sample; ``meta`` gains ``path``."""
     image = read_image(record.image)
-    masks = {name: read_mask(path, image.shape[:2], allow_empty=True) for name, path in record.masks.items()}
+    masks = {name: read_mask(path, image.shape[:2], allow_empty=True, threshold=record.mask_threshold)
+             for name, path in record.masks.items()}
     meta = {"path": str(record.image), "mask_paths": {k: str(v) for k, v in record.masks.items()}, **record.meta}
     return Sample(record.id, image, masks, record.label, meta)
 
@@ -175,7 +179,7 @@ class Dataset(Sequence[Sample]):
         record = self._records[index]
         structure = self.resolve_structure(structure)
         path = record.masks.get(structure)
-        return None if path is None else read_mask(path, allow_empty=True)
+        return None if path is None else read_mask(path, allow_empty=True, threshold=record.mask_threshold)
 
     def resolve_structure(self, structure: str | None) -> str:
         """``structure`` checked against :attr:`structures` (None = the only one); InputError listing them."""

@@ -1,24 +1,33 @@
-"""Reading images and masks from disk (PNG, JPEG, BMP, TIFF, GIF, DICOM, NIfTI) and writing masks and overlays.
+"""Reading images and masks from disk (PNG, JPEG, BMP, TIFF, GIF, DICOM, NIfTI) and writing masks.
 
-Every reader returns what :mod:`roiprompt.data.validate` accepts (images HxW or HxWx3 uint8, masks HxW bool) and
-turns every failure (missing file, unsupported extension, corrupt or truncated data, 16-bit or float raster,
-RGBA) into an :class:`~roiprompt.errors.InputError` that names the file and the decoder's own message.
+The error contract: every reader returns what :mod:`roiprompt.data.validate` accepts (images HxW or HxWx3
+uint8, masks HxW bool) or raises :class:`~roiprompt.errors.InputError` naming the file, whatever went wrong:
+a missing or unreadable file (permissions), an unsupported extension, corrupt or truncated data, odd header
+values, a 16-bit or float raster, RGBA, too many pixels, even a decoder bug. Nothing else escapes a reader.
+
+Size: images over :func:`max_pixels` (64 Mpx unless ``ROIPROMPT_MAX_PIXELS`` says otherwise) are refused from
+their header, before any pixel is decoded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Iterator, Mapping
 
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import InputError, shown
 from ..files import atomic_path
+from .dicom import minmax_uint8, read_dicom
+from .masks import Label, binarize, split_labels
+from .nifti import read_nifti_slice, write_mask_nifti
 from .validate import check_image, check_mask
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image", "read_mask", "split_extension", "write_mask_png"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "max_pixels_limit", "read_image", "read_label_map", "read_mask",
+           "split_extension", "write_mask_nifti", "write_mask_png"]
 
 PIL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 DICOM_EXTENSIONS = (".dcm", ".dicom")
@@ -37,12 +46,56 @@ def split_extension(path: str | os.PathLike) -> tuple[str, str]:
     return name[: len(name) - len(suffix)], suffix.lower()
 
 
+#: Default pixel limit: 8192 x 8192 (64 Mpx); ``ROIPROMPT_MAX_PIXELS`` overrides it.
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+
+def max_pixels_limit(value: int | None = None) -> int:
+    """The pixel limit in force: ``value`` if given, else ``$ROIPROMPT_MAX_PIXELS``, else 64 Mpx."""
+    if value is not None:
+        return int(value)
+    env = os.environ.get("ROIPROMPT_MAX_PIXELS", "").strip()
+    if not env:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(float(env))
+    except ValueError:
+        raise InputError(f"ROIPROMPT_MAX_PIXELS={env!r}: give a number of pixels, e.g. 67108864") from None
+    if limit < 1:
+        raise InputError(f"ROIPROMPT_MAX_PIXELS={env!r}: must be >= 1")
+    return limit
+
+
+def _check_size(path: Path, width: int, height: int, limit: int) -> None:
+    if width * height > limit:
+        raise InputError(f"{shown(path)}: {width}x{height} = {width * height / 1e6:.0f} Mpx is over the limit of "
+                         f"{limit / 1e6:.0f} Mpx; downsample it, or raise the limit with ROIPROMPT_MAX_PIXELS "
+                         "(memory grows with the pixel count, see the README)")
+
+
+@contextlib.contextmanager
+def _reading(path: Path, what: str) -> Iterator[None]:
+    """Turn every failure while reading ``path`` into an InputError naming it: the reader error contract."""
+    try:
+        yield
+    except InputError:
+        raise
+    except PermissionError as err:
+        raise InputError(f"{shown(path)}: permission denied ({err.strerror})") from err
+    except MemoryError as err:
+        raise InputError(f"{shown(path)}: not enough memory to decode this {what}") from err
+    except RecursionError as err:
+        raise InputError(f"{shown(path)}: cannot read {what} (its structure nests too deeply)") from err
+    except Exception as err:  # PIL, pydicom, nibabel, zlib, numpy and OS errors of every type
+        raise InputError(f"{shown(path)}: cannot read {what} ({type(err).__name__}: {err})") from err
+
+
 def _kind(path: Path) -> str:
     """'pil', 'dicom' or 'nifti' for an existing file, or raise InputError for a missing or unsupported one."""
     if not path.exists():
-        raise InputError(f"{path}: file not found")
+        raise InputError(f"{shown(path)}: file not found")
     if not path.is_file():
-        raise InputError(f"{path}: not a file")
+        raise InputError(f"{shown(path)}: not a file")
     ext = split_extension(path)[1]
     if ext in PIL_EXTENSIONS:
         return "pil"
@@ -53,24 +106,20 @@ def _kind(path: Path) -> str:
     with open(path, "rb") as f:  # DICOM files often come without an extension: look for the "DICM" magic
         if f.read(132)[128:132] == b"DICM":
             return "dicom"
-    raise InputError(f"{path}: unsupported file type {ext or '(no extension)'!r}; supported: "
+    raise InputError(f"{shown(path)}: unsupported file type {ext or '(no extension)'!r}; supported: "
                      f"{', '.join(IMAGE_EXTENSIONS)} (and DICOM files without extension)")
 
 
-def _open_pil(path: Path) -> Image.Image:
-    """Open and fully decode one frame with Pillow, so truncated files fail here and not later."""
-    try:
-        with Image.open(path) as im:
-            frames = getattr(im, "n_frames", 1)
-            if frames > 1:
-                raise InputError(f"{path}: has {frames} frames/pages; roiprompt reads 2-D images: save one "
-                                 "frame per file")
-            im.load()
-            return im
-    except InputError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
-        raise InputError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
+def _open_pil(path: Path, limit: int) -> Image.Image:
+    """Open, check the size from the header, then fully decode one frame (a truncated file fails here)."""
+    with Image.open(path) as im:
+        _check_size(path, *im.size, limit)
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            raise InputError(f"{shown(path)}: has {frames} frames/pages; roiprompt reads 2-D images: save one "
+                             "frame per file")
+        im.load()
+        return im
 
 
 def _drop_opaque_alpha(im: Image.Image, path: Path) -> Image.Image:
@@ -78,7 +127,7 @@ def _drop_opaque_alpha(im: Image.Image, path: Path) -> Image.Image:
     alpha = np.asarray(im.getchannel("A"))
     if (alpha == 255).all():
         return im.convert("L" if im.mode == "LA" else "RGB")
-    raise InputError(f"{path}: image has an alpha channel ({im.mode}) with {int((alpha < 255).sum())} "
+    raise InputError(f"{shown(path)}: image has an alpha channel ({im.mode}) with {int((alpha < 255).sum())} "
                      "transparent pixel(s); drop the alpha and convert to RGB (PIL: Image.open(p).convert('RGB')) "
                      "or grey ('L')")
 
@@ -88,12 +137,12 @@ def _pil_array(im: Image.Image, path: Path) -> np.ndarray:
     mode = im.mode
     if mode in _16BIT_MODES:
         bits = 32 if mode == "I" else 16
-        raise InputError(f"{path}: {bits}-bit image (PIL mode {mode!r}); roiprompt expects 8-bit images: convert "
-                         "it to 8-bit first (window or min-max to 0-255), or give it as DICOM/NIfTI, which "
+        raise InputError(f"{shown(path)}: {bits}-bit image (PIL mode {mode!r}); roiprompt expects 8-bit images: "
+                         "convert it to 8-bit first (window or min-max to 0-255), or give it as DICOM/NIfTI, which "
                          "roiprompt rescales to 8-bit itself")
     if mode == "F":
-        raise InputError(f"{path}: floating-point image (PIL mode 'F'); roiprompt expects 8-bit images: rescale "
-                         "to 0-255 and save as uint8, or give it as NIfTI, which roiprompt rescales itself")
+        raise InputError(f"{shown(path)}: floating-point image (PIL mode 'F'); roiprompt expects 8-bit images: "
+                         "rescale to 0-255 and save as uint8, or give it as NIfTI, which roiprompt rescales itself")
     palette = mode in ("P", "PA")
     if mode == "1":
         im = im.convert("L")
@@ -104,100 +153,15 @@ def _pil_array(im: Image.Image, path: Path) -> np.ndarray:
     if im.mode in ("LA", "RGBA"):
         im = _drop_opaque_alpha(im, path)
     if im.mode not in ("L", "RGB"):
-        raise InputError(f"{path}: unsupported PIL image mode {im.mode!r}; save it as 8-bit grey (L) or RGB")
+        raise InputError(f"{shown(path)}: unsupported PIL image mode {im.mode!r}; save it as 8-bit grey (L) or RGB")
     arr = np.asarray(im)
     if palette and arr.ndim == 3 and (arr[..., 0] == arr[..., 1]).all() and (arr[..., 0] == arr[..., 2]).all():
         arr = arr[..., 0]  # a grey palette (e.g. JSRT's inverted ramp) is a grey image
     return arr
 
 
-def _minmax_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
-    arr = np.asarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise InputError(f"{path}: contains {int((~np.isfinite(arr)).sum())} NaN or infinite value(s)")
-    lo, hi = float(arr.min()), float(arr.max())
-    if hi <= lo:
-        return np.zeros(arr.shape, np.uint8)
-    return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-
-
-def _first(value: Any) -> float:
-    """DICOM window values may be multi-valued (several presets): use the first."""
-    try:
-        return float(value[0])
-    except TypeError:
-        return float(value)
-
-
-def _read_dicom(path: Path, raw: bool = False) -> np.ndarray:
-    """Single-frame DICOM pixels: stored values if ``raw``, else display values as uint8 (see read_image)."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        if frames > 1:
-            raise InputError(f"{path}: DICOM has {frames} frames; roiprompt reads single-frame images: export "
-                             "one frame")
-        pixels = ds.pixel_array
-    except InputError:
-        raise
-    except Exception as err:  # pydicom raises many types (InvalidDicomError, AttributeError, RuntimeError...)
-        raise InputError(f"{path}: cannot read DICOM ({type(err).__name__}: {err})") from err
-    if raw:
-        return pixels
-    if pixels.ndim == 3:  # colour (pydicom converts YBR to RGB): keep 8-bit as is, rescale anything else
-        return pixels.astype(np.uint8) if pixels.dtype == np.uint8 else _minmax_uint8(pixels, path)
-    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-    values = pixels.astype(np.float64) * slope + intercept  # modality LUT: stored values -> HU / real units
-    centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if centre is not None and width is not None and _first(width) >= 1:
-        c, w = _first(centre), _first(width)
-        # DICOM PS3.3 C.11.2.1.2 linear VOI function, mapped to 0..255
-        scaled = np.clip(((values - (c - 0.5)) / (w - 1 if w > 1 else 1) + 0.5) * 255.0, 0, 255)
-        out = np.round(scaled).astype(np.uint8)
-    else:
-        out = _minmax_uint8(values, path)
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        out = 255 - out  # MONOCHROME1: low values are bright; flip so that high = bright as everywhere else
-    return out
-
-
-def _read_nifti(path: Path, slice_index: int | None, axis: int) -> np.ndarray:
-    """One 2-D slice of a NIfTI volume as float64, in array order (no reorientation)."""
-    import nibabel as nib
-
-    if axis not in (0, 1, 2):
-        raise InputError(f"{path}: axis must be 0, 1 or 2, got {axis!r}")
-    try:
-        img = nib.load(str(path))
-        shape = tuple(int(s) for s in img.shape)
-        dims = list(shape)
-        while len(dims) > 3 and dims[-1] == 1:  # (X, Y, Z, 1): a 3-D volume stored as 4-D
-            dims.pop()
-        if len(dims) > 3:
-            raise InputError(f"{path}: NIfTI has shape {shape}; roiprompt reads 2-D or 3-D volumes")
-        if len(dims) == 2:
-            data = np.asarray(img.dataobj).reshape(dims)
-        else:
-            n = dims[axis]
-            index = n // 2 if slice_index is None else int(slice_index)
-            if not -n <= index < n:
-                raise InputError(f"{path}: slice_index {slice_index} is out of range for axis {axis} of a volume "
-                                 f"of shape {shape} ({n} slices)")
-            slicer: list[Any] = [slice(None)] * 3
-            slicer[axis] = index % n
-            data = np.asarray(img.dataobj[tuple(slicer) + (0,) * (len(shape) - 3)])
-    except InputError:
-        raise
-    except Exception as err:  # nibabel: ImageFileError, EOFError/zlib errors on truncated .gz, OSError...
-        raise InputError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err})") from err
-    if data.dtype.names is not None:
-        raise InputError(f"{path}: NIfTI with structured (RGB) voxels is not supported; store grey values")
-    return np.asarray(data, dtype=np.float64)
-
-
-def read_image(path: str | os.PathLike, slice_index: int | None = None, axis: int = 2) -> np.ndarray:
+def read_image(path: str | os.PathLike, slice: int | None = None, axis: int | None = None,
+               max_pixels: int | None = None) -> np.ndarray:
     """Read one 2-D image as HxW (grey) or HxWx3 (RGB) uint8 at its original resolution.
 
     - PNG, JPEG, BMP, TIFF, GIF (Pillow, fully decoded so a truncated file fails): 8-bit grey and RGB as stored;
@@ -207,54 +171,48 @@ def read_image(path: str | os.PathLike, slice_index: int | None = None, axis: in
       (centre/width) when the file has one, else a min-max stretch, to uint8; MONOCHROME1 images are inverted so
       that bright means high attenuation as in MONOCHROME2. Files without extension are recognised by the
       "DICM" marker.
-    - NIfTI ``.nii`` / ``.nii.gz`` (nibabel): the slice ``slice_index`` (default: the middle one) along
-      ``axis`` of a 3-D volume, in array order (no reorientation: ``data[:, :, k]`` for axis 2), min-max
-      stretched to uint8.
+    - NIfTI ``.nii`` / ``.nii.gz`` (nibabel): one slice, in the orientation viewers show
+      (:mod:`roiprompt.data.nifti`), min-max stretched to uint8. A 3-D volume needs ``slice``; a 2-D image does not.
 
     Args:
         path: image file.
-        slice_index: NIfTI only: slice to read; None = middle slice.
-        axis: NIfTI only: axis (0, 1 or 2) to slice along.
+        slice: NIfTI only: index of the slice along ``axis``; required for a 3-D volume.
+        axis: NIfTI only: 0 sagittal, 1 coronal, 2 axial (the default) of the RAS-reoriented volume.
+        max_pixels: pixel limit (default :func:`max_pixels_limit`), checked before decoding.
 
     Returns:
         HxW or HxWx3 uint8 array.
 
     Raises:
-        InputError: missing file, unsupported extension, corrupt or truncated file, 16-bit/float raster, RGBA
-            with transparency, multi-frame file, NaN voxels. The message names the file and the decoder error.
+        InputError: always, whatever the failure (see the module docstring); the message names the file.
 
     Example:
         >>> image = read_image("shared/data/busbra/BUSBRA/Images/bus_0001-l.png")  # (256, 199) uint8
     """
     path = Path(path)
+    limit = max_pixels_limit(max_pixels)
     kind = _kind(path)
-    if kind == "pil":
-        arr = _pil_array(_open_pil(path), path)
-    elif kind == "dicom":
-        arr = _read_dicom(path)
-    else:
-        arr = _minmax_uint8(_read_nifti(path, slice_index, axis), path)
-    return check_image(arr, str(path))
+    with _reading(path, {"pil": "image", "dicom": "DICOM", "nifti": "NIfTI"}[kind]):
+        if kind == "pil":
+            arr = _pil_array(_open_pil(path, limit), path)
+        elif kind == "dicom":
+            arr = read_dicom(path, max_pixels=limit)
+        else:
+            arr = minmax_uint8(read_nifti_slice(path, slice, axis, max_pixels=limit), path)
+        return check_image(arr, shown(path))
 
 
-def _threshold_pil_mask(im: Image.Image, path: Path, lossy: bool) -> np.ndarray:
-    """Binary mask from a decoded Pillow image (see read_mask for the rule)."""
+def _pil_mask_values(im: Image.Image, path: Path) -> np.ndarray:
+    """Stored values of a decoded Pillow mask: bool, HxW numbers, or HxWx3 RGB (alpha dropped if opaque)."""
     mode = im.mode
     if mode == "1":
         return np.asarray(im, dtype=bool)
     if mode in _16BIT_MODES or mode == "F":
-        values = np.asarray(im)
-        if mode == "F":
-            return values  # check_mask decides: 0/1 or 0/255 floats pass, anything else is refused
-        distinct = np.unique(values)
-        if len(distinct) > 2 or (len(distinct) == 2 and distinct[0] != 0):
-            raise InputError(f"{path}: mask is not binary: it has {len(distinct)} distinct values "
-                             f"({', '.join(map(str, distinct[:6].tolist()))}); expected 0 and one other value")
-        return values > 0
+        return np.asarray(im)
     if mode == "P":
         index = np.asarray(im)
         if index.max() <= 1:
-            return index > 0  # palette index 0/1 masks (e.g. SCR GIFs): the index is the label
+            return index  # palette index 0/1 masks (e.g. SCR GIFs): the index is the label
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode == "PA":
         im = im.convert("RGBA")
@@ -262,55 +220,67 @@ def _threshold_pil_mask(im: Image.Image, path: Path, lossy: bool) -> np.ndarray:
         im = im.convert("RGB")
     if im.mode in ("LA", "RGBA"):
         im = _drop_opaque_alpha(im, path)
-    arr = np.asarray(im)
-    grey = arr.mean(axis=2) if arr.ndim == 3 else arr  # JPEG masks are lossy RGB: threshold the channel mean
-    top = float(grey.max())
-    if top <= 1:
-        return grey > 0  # 0/1 masks
-    if not lossy and top < 128:
-        values = np.unique(arr)
-        raise InputError(f"{path}: mask values are all below 128 ({len(values)} distinct: "
-                         f"{', '.join(map(str, values[:6].tolist()))}); expected a binary mask (0/255 or 0/1); "
-                         "a label map must be split into one mask per structure")
-    return grey >= 128
+    return np.asarray(im)
 
 
-def read_mask(path: str | os.PathLike, image_hw: tuple[int, int] | None = None, allow_empty: bool = False,
-              slice_index: int | None = None, axis: int = 2) -> np.ndarray:
-    """Read one binary mask as HxW bool.
+def _mask_values(path: Path, slice: int | None, axis: int | None, max_pixels: int | None) -> np.ndarray:
+    """The stored values of a mask file (no conversion), any format."""
+    limit = max_pixels_limit(max_pixels)
+    kind = _kind(path)
+    with _reading(path, {"pil": "image", "dicom": "DICOM", "nifti": "NIfTI"}[kind]):
+        if kind == "pil":
+            return _pil_mask_values(_open_pil(path, limit), path)
+        if kind == "dicom":
+            return read_dicom(path, raw=True, max_pixels=limit)
+        return read_nifti_slice(path, slice, axis, max_pixels=limit)
 
-    Rules: 1-bit images as stored; 0/1 images (grey or palette index, e.g. GIF) as ``value > 0``; 8-bit grey
-    and RGB images as ``value >= 128`` (RGB: the mean of the channels; JPEG masks such as Kvasir-SEG's are lossy
-    RGB, so their near-0/near-255 values are thresholded); a lossless mask whose values are all below 128 but not
-    0/1 (a label map) is refused. 16-bit masks must hold two values (0 and one other). NIfTI (same slice rules as
-    :func:`read_image`) and DICOM masks: ``value > 0``.
+
+def read_mask(path: str | os.PathLike, image_hw: tuple[int, int] | None = None, allow_empty: bool = False, *,
+              threshold: float | None = None, label: Label | None = None, slice: int | None = None,
+              axis: int | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Read one binary mask as HxW bool: strictly by default, converted only when asked.
+
+    By default the file must be binary: bool (1-bit), {0, 1} or {0, 255}, grey or RGB with equal channels, in any
+    format (a 0/1 palette index, as in SCR GIFs, counts). Anything else is refused with a message that says which
+    option converts it (:mod:`roiprompt.data.masks`):
+
+    - ``threshold=T``: a soft mask or a lossy JPEG (e.g. Kvasir-SEG's, T = 128): value >= T (RGB: channel mean);
+    - ``label=V``: one structure of a label map (``V`` an integer, or ``(R, G, B)`` for a colour label map).
+      :func:`read_label_map` reads several at once.
 
     Args:
         path: mask file.
         image_hw: (H, W) of the image it belongs to; None skips the size check.
         allow_empty: accept a mask with no foreground pixel.
-        slice_index, axis: NIfTI only, as in :func:`read_image`.
+        threshold, label: the explicit conversion (at most one).
+        slice, axis, max_pixels: as in :func:`read_image`.
 
     Returns:
         HxW bool array.
 
     Raises:
-        InputError: missing/unsupported/corrupt file, size different from ``image_hw``, non-binary values, empty
-            mask (unless ``allow_empty``). The message names the file.
+        InputError: any unreadable file, size different from ``image_hw``, non-binary values without a
+            conversion, empty mask (unless ``allow_empty``). The message names the file.
     """
     path = Path(path)
-    kind = _kind(path)
-    if kind == "pil":
-        mask = _threshold_pil_mask(_open_pil(path), path, lossy=split_extension(path)[1] in _LOSSY)
-    elif kind == "dicom":
-        pixels = _read_dicom(path, raw=True)
-        mask = (pixels.max(axis=2) if pixels.ndim == 3 else pixels) > 0
-    else:
-        data = _read_nifti(path, slice_index, axis)
-        if np.isnan(data).any():
-            raise InputError(f"{path}: mask contains NaN; a mask must be binary")
-        mask = data > 0
-    return check_mask(mask, image_hw, str(path), allow_empty=allow_empty)
+    values = _mask_values(path, slice, axis, max_pixels)
+    lossy = split_extension(path)[1] in _LOSSY
+    mask = binarize(values, shown(path), threshold=threshold, label=label, lossy=lossy)
+    return check_mask(mask, image_hw, shown(path), allow_empty=allow_empty)
+
+
+def read_label_map(path: str | os.PathLike, labels: Mapping[Label, str], image_hw: tuple[int, int] | None = None,
+                   allow_empty: bool = False, *, slice: int | None = None, axis: int | None = None,
+                   max_pixels: int | None = None) -> dict[str, np.ndarray]:
+    """Read several structures from one label map: ``{label value: structure name}`` -> ``{name: HxW bool}``.
+
+    Example:
+        >>> masks = read_label_map("case_01_labels.nii.gz", {1: "liver", 2: "spleen"}, slice=40)
+    """
+    path = Path(path)
+    values = _mask_values(path, slice, axis, max_pixels)
+    return {name: check_mask(mask, image_hw, f"{shown(path)} (label for {name!r})", allow_empty=allow_empty)
+            for name, mask in split_labels(values, shown(path), labels).items()}
 
 
 def write_mask_png(path: str | os.PathLike, mask: np.ndarray) -> Path:

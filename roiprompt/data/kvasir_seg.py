@@ -3,7 +3,7 @@
 Layout (official zip)::
 
     kvasir_seg/Kvasir-SEG/images/<id>.jpg
-    kvasir_seg/Kvasir-SEG/masks/<id>.jpg          lossy RGB JPEG masks: thresholded at 128
+    kvasir_seg/Kvasir-SEG/masks/<id>.jpg          lossy RGB JPEG masks: binarised at 128 (MASK_THRESHOLD)
     kvasir_seg/Kvasir-SEG/kavsir_bboxes.json      boxes per image (optional)
     kvasir_seg/medvlsm_splits/{train,val,test}.json   MedVLSM 800/100/100 split with text prompts p0..p9
                                                      (also looked for under Kvasir-SEG/)
@@ -21,6 +21,8 @@ from .datasets import Dataset, Record, register_dataset
 STRUCTURE = "polyp"
 SPLITS = ("train", "val", "test")
 _EXTENSIONS = (".jpg", ".jpeg", ".png")
+#: Kvasir-SEG ships its masks as lossy RGB JPEGs (values near 0 and near 255): binarised at the midpoint.
+MASK_THRESHOLD = 128
 
 
 def _boxes(path: Path) -> dict[str, list[list[float]]]:
@@ -96,5 +98,5 @@ def read_kvasir_seg(folder: Path) -> Dataset:
             meta["bbox"] = [min(x[0] for x in b), min(x[1] for x in b), max(x[2] for x in b), max(x[3] for x in b)]
         if sid in prompts:
             meta["prompts"] = prompts[sid]
-        records.append(Record(sid, path, {STRUCTURE: masks[sid]}, None, meta))
+        records.append(Record(sid, path, {STRUCTURE: masks[sid]}, None, meta, mask_threshold=MASK_THRESHOLD))
     return Dataset("kvasir_seg", records, (STRUCTURE,), root=folder, splits=splits)

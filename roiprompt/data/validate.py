@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .masks import binarize
 
 __all__ = ["check_image", "check_mask"]
 
@@ -79,9 +80,6 @@ def check_image(image: Any, source: str = "image") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-_BINARY_SETS = ({0, 1}, {0, 255})
-
-
 def check_mask(mask: Any, image_hw: tuple[int, int] | np.ndarray | None, source: str = "mask",
                allow_empty: bool = False) -> np.ndarray:
     """Return ``mask`` as an HxW bool array, or raise InputError naming ``source``.
@@ -124,15 +122,7 @@ def check_mask(mask: Any, image_hw: tuple[int, int] | np.ndarray | None, source:
     if mask.dtype != np.bool_:
         if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
             raise InputError(f"{source}: mask has dtype {mask.dtype}; expected bool or 0/1 or 0/255 numbers")
-        if np.issubdtype(mask.dtype, np.floating) and np.isnan(mask).any():
-            raise InputError(f"{source}: mask contains NaN; a mask must be binary (bool, 0/1 or 0/255)")
-        values = np.unique(mask)
-        if not any(set(values.tolist()) <= allowed for allowed in _BINARY_SETS):
-            shown = ", ".join(f"{v:g}" for v in values[:6].tolist()) + (", ..." if len(values) > 6 else "")
-            raise InputError(f"{source}: mask is not binary: it has {len(values)} distinct values ({shown}); "
-                             "expected bool, 0/1 or 0/255; threshold a soft mask or split a label map into one "
-                             "mask per structure")
-        mask = mask != 0
+        mask = binarize(mask, source)  # strict: refuses a soft mask or label map, saying how to convert it
     if not allow_empty and not mask.any():
         raise InputError(f"{source}: mask has no foreground pixel; a reference needs a non-empty ROI")
     return np.ascontiguousarray(mask)

@@ -56,9 +56,20 @@ def save_dicom(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2", **
     return path
 
 
-def save_nifti(path: Path, arr: np.ndarray) -> Path:
+def save_nifti(path: Path, arr: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """A NIfTI whose axial slices read back (roiprompt's display orientation, identity affine) as ``arr``.
+
+    ``arr`` is HxW (one slice) or HxWxZ (slice k = ``arr[:, :, k]``); it is stored as the viewer convention
+    requires: voxel [x, y] = display [Y-1-y, X-1-x] (see roiprompt.data.nifti). ``affine`` given: stored as is.
+    """
     import nibabel as nib
 
+    arr = np.asarray(arr)
+    if affine is None:
+        data = np.flip(np.swapaxes(arr, 0, 1), axis=(0, 1)) if arr.ndim >= 2 else arr
+        affine = np.eye(4)
+    else:
+        data = arr
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.asarray(arr), np.eye(4)), str(path))
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), affine), str(path))
     return path

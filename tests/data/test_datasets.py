@@ -4,6 +4,7 @@ read, official splits. Fails (never skips) in CI when the data is missing."""
 from __future__ import annotations
 
 import collections
+import re
 import shutil
 
 import numpy as np
@@ -49,8 +50,12 @@ def test_kvasir_masks_are_lossy_jpeg_made_binary():
     path = data.records[0].masks["polyp"]
     raw = np.asarray(Image.open(path))
     assert raw.ndim == 3 and len(np.unique(raw)) > 2  # JPEG noise around 0 and 255
-    mask = read_mask(path)
+    with pytest.raises(InputError, match=re.escape(path.name) + r": mask is a lossy JPEG.*threshold=128"):
+        read_mask(path)  # strict by default: the file alone is not binary...
+    mask = read_mask(path, threshold=128)  # ...the reader's explicit choice, recorded on each record
+    assert data.records[0].mask_threshold == 128
     assert mask.dtype == bool and np.array_equal(mask, raw.mean(axis=2) >= 128)
+    assert np.array_equal(data.mask(0), mask)
 
 
 # -- BUS-BRA ---------------------------------------------------------------------------------------------------

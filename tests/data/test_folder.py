@@ -24,14 +24,14 @@ def own_data(tmp_path):
     save_pil(img / "c.bmp", grey(seed=1))
     save_pil(img / "d.tif", rgb(seed=2))
     save_dicom(img / "e.dcm", grey(seed=3).astype(np.uint16) * 16)
-    save_nifti(img / "f.nii.gz", np.stack([grey(seed=s) for s in range(3)], axis=2).astype(np.float32))
+    save_nifti(img / "f.nii.gz", grey(seed=5)[:, :, None].astype(np.float32))  # a 2-D image stored as HxWx1
     save_pil(img / "g.png", grey(seed=4))  # no mask at all
     tumour, organ = disc(), disc(H, W, 8, 8, 4)
     for sid in "abcdef":
         save_pil(root / "masks" / "tumour" / f"{sid}.png", tumour.astype(np.uint8) * 255)
     save_pil(root / "masks" / "organ" / "a.png", organ)  # 1-bit
     save_dicom(root / "masks" / "organ" / "e.dcm", organ.astype(np.uint8))
-    save_nifti(root / "masks" / "organ" / "f.nii.gz", np.stack([organ] * 3, axis=2).astype(np.uint8))
+    save_nifti(root / "masks" / "organ" / "f.nii.gz", organ[:, :, None].astype(np.uint8))
     save_pil(root / "masks" / "organ" / "b.png", np.zeros((H, W), np.uint8))  # an empty mask is allowed
     (root / "labels.csv").write_text("id,label\na,benign\nb,malignant\nc,benign\n")
     return root

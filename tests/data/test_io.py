@@ -78,14 +78,63 @@ def test_nifti_slices(tmp_path):
     for k in range(5):
         vol[:, :, k] = k * 10 + grey(seed=k) / 255.0
     path = save_nifti(tmp_path / "vol.nii.gz", vol)
-    middle = read_image(path)
-    assert middle.shape == (24, 32) and middle.dtype == np.uint8 and (middle.min(), middle.max()) == (0, 255)
+    two = read_image(path, slice=2)
+    assert two.shape == (24, 32) and two.dtype == np.uint8 and (two.min(), two.max()) == (0, 255)
     expected = np.round((vol[:, :, 2] - vol[:, :, 2].min()) / np.ptp(vol[:, :, 2]) * 255)
-    assert np.abs(middle.astype(int) - expected).max() <= 1
-    assert read_image(path, slice_index=0, axis=0).shape == (32, 5)
+    assert np.abs(two.astype(int) - expected).max() <= 1
+    assert read_image(path, slice=-1).shape == (24, 32)
+    assert read_image(path, slice=0, axis=0).shape == (5, 24)  # sagittal: rows S->I, columns A->P
     assert read_image(save_nifti(tmp_path / "flat.nii", vol[:, :, 0])).shape == (24, 32)
-    with pytest.raises(InputError, match=named(path) + r".*slice_index 9 is out of range"):
-        read_image(path, slice_index=9)
+    with pytest.raises(InputError, match=named(path) + r": slice 9 is out of range for axis 2"):
+        read_image(path, slice=9)
+
+
+def test_a_volume_needs_a_slice(tmp_path):
+    path = save_nifti(tmp_path / "vol.nii.gz", np.zeros((24, 32, 5), np.float32))
+    with pytest.raises(InputError, match=named(path) + r": is a 3-D volume with 5 slices along axis 2; choose one: "
+                       r"slice=N \(CLI: --slice N"):
+        read_image(path)  # never a silent middle slice
+    with pytest.raises(InputError, match=named(path) + r": is a 3-D volume"):
+        read_mask(path)
+
+
+def test_nifti_reads_as_the_dicom_it_came_from(tmp_path):
+    """A standard axial DICOM (rows A->P, columns R->L) and its NIfTI (voxels indexed by column and row, affine in
+    RAS: x = -column, y = -row) read as the same pixels; array order would give the transpose."""
+    import nibabel as nib
+
+    pixels = grey(24, 32)
+    dicom = read_image(save_dicom(tmp_path / "slice.dcm", pixels, ImageOrientationPatient=[1, 0, 0, 0, 1, 0]))
+    assert np.array_equal(dicom, pixels)
+    affine = np.diag([-0.7, -0.7, 2.5, 1.0])  # LPS voxel axes, as converters write a DICOM series
+    path = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(pixels.T[:, :, None].astype(np.int16), affine), str(path))  # voxel [col, row, 0]
+    assert np.array_equal(read_image(path), dicom)
+    assert not np.array_equal(np.asarray(nib.load(str(path)).dataobj)[:, :, 0], dicom)  # array order differs
+    # the same anatomy stored flipped along x (RAS voxel axes) reads the same
+    flipped = tmp_path / "flipped.nii.gz"
+    nib.save(nib.Nifti1Image(pixels.T[::-1, :, None].astype(np.int16), np.diag([0.7, -0.7, 2.5, 1.0])), str(flipped))
+    assert np.array_equal(read_image(flipped), dicom)
+
+
+@pytest.mark.parametrize("affine", [np.eye(4), np.diag([-1.0, -1.0, 1.0, 1.0]),
+                                    np.array([[0, 0, 2.0, 0], [1.0, 0, 0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1]])])
+def test_write_mask_nifti_keeps_the_grid(tmp_path, affine):
+    import nibabel as nib
+
+    from roiprompt.data import write_mask_nifti
+
+    like = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((20, 24, 6)).astype(np.float32), affine), str(like))
+    shapes = {k: read_image(like, slice=k).shape for k in (1, 4)}
+    masks = {k: disc(*shapes[k], shapes[k][0] / 2, shapes[k][1] / 2, 4) for k in (1, 4)}
+    out = write_mask_nifti(tmp_path / "mask.nii.gz", like, masks)
+    written = nib.load(str(out))
+    assert np.allclose(written.affine, nib.load(str(like)).affine) and written.shape == (20, 24, 6)
+    assert written.get_data_dtype() == np.uint8
+    for k in range(6):
+        back = read_mask(out, slice=k, allow_empty=True)
+        assert np.array_equal(back, masks[k]) if k in masks else not back.any()
 
 
 # -- masks ---------------------------------------------------------------------------------------------------
@@ -103,19 +152,68 @@ def test_read_mask_formats(tmp_path, name, to_disk):
     assert out.dtype == bool and np.array_equal(out, m)
 
 
-def test_read_mask_thresholds_lossy_rgb_jpeg(tmp_path):
+def test_read_mask_refuses_a_lossy_jpeg_unless_told(tmp_path):
     m = disc(64, 64, 32, 32, 20)
     path = save_pil(tmp_path / "mask.jpg", np.repeat(m[:, :, None].astype(np.uint8) * 255, 3, 2), quality=75)
     raw = np.asarray(Image.open(path))
     assert len(np.unique(raw)) > 2  # the JPEG really is lossy...
-    assert np.array_equal(read_mask(path), m)  # ...and thresholding at 128 recovers the mask
+    with pytest.raises(InputError, match=named(path) + r": mask is a lossy JPEG .*threshold=128 \(CLI: "
+                       "--mask-threshold 128"):
+        read_mask(path)  # ...so strict reading refuses it...
+    assert np.array_equal(read_mask(path, threshold=128), m)  # ...and the explicit threshold recovers it
 
 
 def test_read_mask_dicom_and_nifti(tmp_path):
     m = disc()
     assert np.array_equal(read_mask(save_dicom(tmp_path / "m.dcm", m.astype(np.uint8))), m)
-    vol = np.stack([np.zeros_like(m), m, np.zeros_like(m)], axis=2).astype(np.uint8) * 3  # label 3 counts as > 0
-    assert np.array_equal(read_mask(save_nifti(tmp_path / "m.nii.gz", vol)), m)
+    assert np.array_equal(read_mask(save_dicom(tmp_path / "m255.dcm", m.astype(np.uint8) * 255)), m)
+    vol = np.stack([np.zeros_like(m), m, np.zeros_like(m)], axis=2).astype(np.uint8)
+    assert np.array_equal(read_mask(save_nifti(tmp_path / "m.nii.gz", vol), slice=1), m)
+    labels = save_nifti(tmp_path / "labels.nii.gz", vol * 3)
+    with pytest.raises(InputError, match=named(labels) + r": mask is not binary: it has 2 distinct values \(0, 3\); "
+                       r"if it is a label map, pick a structure with label=V \(CLI: --labels V=NAME"):
+        read_mask(labels, slice=1)  # a label 3 is not silently "> 0"
+    assert np.array_equal(read_mask(labels, slice=1, label=3), m)
+
+
+def test_soft_masks_need_a_threshold(tmp_path):
+    """A probability map in NIfTI or DICOM was once read as "> 0" (99 % foreground); now it needs threshold=."""
+    yy, xx = np.mgrid[:24, :32]
+    soft = (0.98 * np.exp(-((yy - 12) ** 2 + (xx - 16) ** 2) / 40.0) + 0.01).astype(np.float32)
+    nii = save_nifti(tmp_path / "prob.nii.gz", soft)
+    with pytest.raises(InputError, match=named(nii) + r": mask is not binary: .*pass threshold=T \(CLI: "
+                       "--mask-threshold T"):
+        read_mask(nii)
+    assert np.array_equal(read_mask(nii, threshold=0.5), soft >= 0.5)
+    dcm = save_dicom(tmp_path / "prob.dcm", np.round(soft * 1000).astype(np.uint16))
+    with pytest.raises(InputError, match=named(dcm) + r": mask is not binary"):
+        read_mask(dcm)
+    grey_png = save_pil(tmp_path / "grey.png", np.round(soft * 255).astype(np.uint8))
+    with pytest.raises(InputError, match=named(grey_png) + r": mask is not binary"):
+        read_mask(grey_png)  # was thresholded at 128 silently
+    assert np.array_equal(read_mask(grey_png, threshold=128), np.round(soft * 255) >= 128)
+
+
+def test_label_maps_give_several_structures(tmp_path):
+    from roiprompt.data import read_label_map
+
+    labels = np.zeros((24, 32), np.uint8)
+    labels[2:8, 2:10], labels[12:20, 5:25] = 1, 2
+    path = save_pil(tmp_path / "labels.png", labels)
+    masks = read_label_map(path, {1: "liver", 2: "spleen"}, image_hw=(24, 32))
+    assert list(masks) == ["liver", "spleen"]
+    assert np.array_equal(masks["liver"], labels == 1) and np.array_equal(masks["spleen"], labels == 2)
+    with pytest.raises(InputError, match=named(path) + r" \(label for 'kidney'\): mask has no foreground"):
+        read_label_map(path, {1: "liver", 7: "kidney"})
+    colour = np.zeros((24, 32, 3), np.uint8)
+    colour[2:8, 2:10] = (255, 0, 0)
+    colour[12:20, 5:25] = (0, 255, 0)
+    cpath = save_pil(tmp_path / "colours.png", colour)
+    with pytest.raises(InputError, match=named(cpath) + r": mask is a colour label map \(3 colours: #000000, "
+                       r"#00ff00, #ff0000\); pick one structure with label=\(R, G, B\)"):
+        read_mask(cpath)  # a red structure no longer vanishes in a channel mean
+    assert np.array_equal(read_mask(cpath, label=(255, 0, 0)), labels == 1)
+    assert np.array_equal(read_label_map(cpath, {(0, 255, 0): "spleen"})["spleen"], labels == 2)
 
 
 def test_write_mask_png_roundtrip(tmp_path):
@@ -203,7 +301,7 @@ def test_corrupt_dicom_and_truncated_nifti(tmp_path):
     nii = save_nifti(tmp_path / "cut.nii.gz", np.ones((30, 30, 30), np.float32))
     nii.write_bytes(gzip.compress(gzip.decompress(nii.read_bytes())[:2000]))
     with pytest.raises(InputError, match=named(nii) + ": cannot read NIfTI"):
-        read_image(nii)
+        read_image(nii, slice=3)
 
 
 def test_mask_size_mismatch(tmp_path):
@@ -221,9 +319,9 @@ def test_empty_mask(tmp_path):
 
 def test_non_binary_masks(tmp_path):
     labels = np.zeros((24, 32), np.uint8)
-    labels[:5], labels[10:15] = 1, 2  # a label map: values all below 128
+    labels[:5], labels[10:15] = 1, 2
     path = save_pil(tmp_path / "labelmap.png", labels)
-    with pytest.raises(InputError, match=named(path) + r": mask values are all below 128 \(3 distinct"):
+    with pytest.raises(InputError, match=named(path) + r": mask is not binary: it has 3 distinct values \(0, 1, 2\)"):
         read_mask(path)
     deep = save_pil(tmp_path / "deep_mask.png", labels.astype(np.uint16) * 1000)
     with pytest.raises(InputError, match=named(deep) + r": mask is not binary: it has 3 distinct values"):
@@ -231,3 +329,5 @@ def test_non_binary_masks(tmp_path):
     floats = save_pil(tmp_path / "soft.tif", (labels / 4).astype(np.float32))
     with pytest.raises(InputError, match=named(floats) + r": mask is not binary: it has 3 distinct values"):
         read_mask(floats)
+    with pytest.raises(InputError, match=named(path) + ": give threshold or label, not both"):
+        read_mask(path, threshold=1, label=1)
