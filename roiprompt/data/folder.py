@@ -55,11 +55,13 @@ def _labels(path: Path, ids: set[str]) -> tuple[dict[str, str], dict[str, str]]:
 
 
 @register_dataset("folder", marker="images", source="your own files")
-def read_folder(folder: Path) -> Dataset:
+def read_folder(folder: Path, mask_threshold: float | None = None) -> Dataset:
     """A dataset from ``folder`` laid out as in the module docstring; its name is "folder".
 
     Ids without a mask get an empty ``masks`` dict (for a structure they lack, no entry); empty mask files
     are allowed (negative images). Sample meta: ``path``, ``mask_paths``, and ``group`` where labels.csv gives one.
+    Mask files must be binary unless ``mask_threshold`` says how to binarise them (JPEG masks: 128; see
+    :func:`~roiprompt.data.read_mask`).
 
     Raises:
         DataError: no images/ folder or no image in it, a mask or label without an image, two files for one id,
@@ -91,6 +93,6 @@ def read_folder(folder: Path) -> Dataset:
                         "mask files must be named like their image (<id>.<ext>)")
     labels, groups = _labels(folder / "labels.csv", set(images))
     records = [Record(sid, path, {s: by_id[sid] for s, by_id in masks.items() if sid in by_id}, labels.get(sid),
-                      {"group": groups[sid]} if sid in groups else {})
+                      {"group": groups[sid]} if sid in groups else {}, mask_threshold=mask_threshold)
                for sid, path in images.items()]
     return Dataset("folder", records, tuple(masks), root=folder)

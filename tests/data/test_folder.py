@@ -97,3 +97,17 @@ def test_bad_file_fails_on_access_naming_it(tmp_path):
         data.get("cut")
     with pytest.raises(InputError, match=r"ok\.png: mask is 10x10 but its image is 24x32"):
         data.get("ok")
+
+
+def test_folder_masks_are_strict_unless_a_threshold_is_given(tmp_path):
+    from roiprompt.data import load_dataset
+    from roiprompt.errors import InputError
+
+    root = tmp_path / "jpeg_masks"
+    save_pil(root / "images" / "a.png", grey(H, W))
+    m = disc(H, W, 12, 16, 8)
+    save_pil(root / "masks" / "a.jpg", np.repeat(m[:, :, None].astype(np.uint8) * 255, 3, 2), quality=70)
+    with pytest.raises(InputError, match=r"a\.jpg: mask is a lossy JPEG .*threshold=128"):
+        load_dataset("folder", root=root)[0]
+    sample = load_dataset("folder", root=root, mask_threshold=128)[0]
+    assert sample.masks["roi"].sum() > 0.8 * m.sum()
