@@ -1,7 +1,9 @@
 """On-disk cache of image embeddings, so a benchmark or a fit encodes each image once.
 
 Key = (SHA-256 of the image array's bytes, shape and dtype; backbone name; backbone weights SHA-256; view id).
-Files are plain tensor dicts written with ``torch.save`` and read back with ``weights_only=True``.
+Files are plain tensor dicts written with ``torch.save`` and read back with ``weights_only=True``. An entry that
+cannot be read, or that is not what the backbone produces (no ``features``, non-tensor values, the wrong shapes or
+dtype), is logged once, deleted and recomputed: a bad entry never fails a run, and never outlives one.
 
 The one load-or-encode path is :func:`encode_cached` (one image, the backbone's own preprocessing), built on
 :func:`load_or_compute` (any named views of one image, the missing ones computed in one batch), which every
@@ -11,6 +13,7 @@ method and the predictor use, so hits, misses and stores follow one rule everywh
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,11 +21,18 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..errors import CheckpointError
 from ..files import atomic_path
 from .backbones.base import Backbone, ImageEmbedding
+from .weights import torch_load_safely
+
+logger = logging.getLogger(__name__)
 
 #: Bump when preprocessing changes so stale embeddings are never reused.
 CACHE_VERSION = 1
+#: The view whose entry is ``encode_image``'s own output, so it is checked against the backbone's embedding shapes
+#: (other views hold whatever their method derived: pooled tokens, hidden states...).
+ENCODER_VIEW = "orig"
 
 
 def default_cache_dir() -> Path:
@@ -50,28 +60,53 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
 
-    def path_for(self, image: np.ndarray, backbone: Backbone, view: str = "orig") -> Path:
+    def path_for(self, image: np.ndarray, backbone: Backbone, view: str = ENCODER_VIEW) -> Path:
         """File of the entry of (``image``'s pixels, ``backbone``'s name and weights, ``view``)."""
         weights = (backbone.weights_sha256 or "random")[:16]
         key = hashlib.sha256(f"{image_key(image)}|{backbone.name}|{weights}|{view}|v{CACHE_VERSION}"
                              .encode()).hexdigest()
         return self.root / backbone.name / key[:2] / f"{key}.pt"
 
-    def load(self, image: np.ndarray, backbone: Backbone, view: str = "orig") -> ImageEmbedding | None:
-        """The cached embedding, or None on a miss (absent, half-written or corrupt entry)."""
+    def load(self, image: np.ndarray, backbone: Backbone, view: str = ENCODER_VIEW) -> ImageEmbedding | None:
+        """The cached embedding, or None on a miss.
+
+        An absent entry is a plain miss. An unreadable or inconsistent one (see :func:`entry_problem`) is a miss
+        too, logged as a warning and deleted, so the caller's recomputed embedding replaces it.
+        """
         path = self.path_for(image, backbone, view)
-        if not path.is_file():
+        try:
+            before = path.stat()
+        except FileNotFoundError:
             self.misses += 1
             return None
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a half-written or corrupt entry is a miss, never a crash
+            data = torch_load_safely(path, what="the entry")
+            problem = entry_problem(data, backbone, view)
+        except CheckpointError as err:  # the message names the file
+            problem = str(err).removeprefix(f"{path}: ")
+        if problem is not None:
+            self._discard(path, before, problem)
             self.misses += 1
             return None
         self.hits += 1
         return ImageEmbedding(data["features"], {k[6:]: v for k, v in data.items() if k.startswith("extra.")})
 
-    def store(self, image: np.ndarray, backbone: Backbone, embedding: ImageEmbedding, view: str = "orig") -> None:
+    @staticmethod
+    def _discard(path: Path, before: os.stat_result, problem: str) -> None:
+        """Log and delete a bad entry (unless another process has already replaced it: never delete a good one)."""
+        try:
+            now = path.stat()
+            if (now.st_ino, now.st_mtime_ns) == (before.st_ino, before.st_mtime_ns):
+                path.unlink()
+        except FileNotFoundError:
+            pass  # another process deleted it first
+        except OSError as err:  # e.g. a read-only cache: the entry stays, and is recomputed on every lookup
+            logger.warning("embedding cache entry %s: %s; it could not be deleted (%s), so it is recomputed", path,
+                           problem, err)
+            return
+        logger.warning("embedding cache entry %s: %s; deleted, it is recomputed and stored again", path, problem)
+
+    def store(self, image: np.ndarray, backbone: Backbone, embedding: ImageEmbedding, view: str = ENCODER_VIEW) -> None:
         """Write ``embedding`` (moved to the CPU) atomically under its key."""
         path = self.path_for(image, backbone, view)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +114,34 @@ class EmbeddingCache:
         data.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in embedding.extra.items()})
         with atomic_path(path) as tmp:  # concurrent readers never see a partial file
             torch.save(data, tmp)
+
+
+def entry_problem(data: object, backbone: Backbone, view: str) -> str | None:
+    """Why a loaded cache entry is not an embedding ``backbone`` produces for ``view``, or None when it is one.
+
+    Every entry must be a dict of tensors with floating-point ``features``. The :data:`ENCODER_VIEW` entry must
+    also have exactly the shapes (batch 1) and dtype of the backbone's ``encode_image`` output, when the backbone
+    declares them (:attr:`Backbone.embedding_shapes`).
+    """
+    if not isinstance(data, dict):
+        return f"a {type(data).__name__}, not a dict of tensors"
+    if not isinstance(data.get("features"), torch.Tensor):
+        return "no 'features' tensor"
+    if bad := sorted(str(k) for k, v in data.items() if not isinstance(v, torch.Tensor)):
+        return f"non-tensor values under {bad}"
+    if not data["features"].is_floating_point():
+        return f"features of dtype {data['features'].dtype}"
+    shapes = getattr(backbone, "embedding_shapes", None) if view == ENCODER_VIEW else None
+    if shapes is None:
+        return None
+    expected = {("features" if k == "features" else f"extra.{k}"): (1, *shape) for k, shape in shapes.items()}
+    found = {k: tuple(v.shape) for k, v in data.items()}
+    if found != expected:
+        return f"shapes {found}, but {backbone.name} produces {expected}"
+    dtype = getattr(backbone, "embedding_dtype", torch.float32)
+    if bad := sorted(k for k, v in data.items() if v.dtype != dtype):
+        return f"{', '.join(f'{k} in {data[k].dtype}' for k in bad)}, but {backbone.name} produces {dtype}"
+    return None
 
 
 def load_or_compute(cache: EmbeddingCache | None, image: np.ndarray, backbone: Backbone, views: Sequence[str],
@@ -114,7 +177,7 @@ def load_or_compute(cache: EmbeddingCache | None, image: np.ndarray, backbone: B
 
 
 def encode_cached(backbone: Backbone, image: np.ndarray, cache: EmbeddingCache | None = None,
-                  view: str = "orig") -> tuple[ImageEmbedding, bool]:
+                  view: str = ENCODER_VIEW) -> tuple[ImageEmbedding, bool]:
     """Embedding of one image: ``cache``'s entry when present, else ``backbone.encode_image(preprocess(image))``
     (without autograd), stored in ``cache``.
 

@@ -6,8 +6,9 @@ Every file is SHA-256 checked when its hash is known, and loaded safely (safeten
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -16,8 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-
-_CHUNK = 1 << 20
+from ..files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,9 @@ LITEMEDSAM = WeightsSpec(
 )
 
 
-def sha256_of(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+#: SHA-256 hex digest of a file: the name this module has always exported, for :func:`roiprompt.files.sha256_file`
+#: (the one place that hashes files).
+sha256_of = sha256_file
 
 
 def verify_sha256(path: Path, expected: str | None) -> Path:
@@ -118,21 +114,43 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Unwraps the common ``{"model": ...}`` / ``{"state_dict": ...}`` containers.
     """
     path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle/zip/safetensors errors have many types; name the file either way
-        raise CheckpointError(f"{path}: cannot load checkpoint safely ({type(err).__name__}: {err})") from err
+        except Exception as err:  # safetensors' errors do not name the file
+            raise CheckpointError(f"{path}: cannot load checkpoint safely ({type(err).__name__}: {err})") from err
+    else:
+        state = torch_load_safely(path)
     for key in ("model", "state_dict"):
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
             state = state[key]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors")
     return dict(state)
+
+
+def torch_load_safely(path: str | Path, what: str = "checkpoint") -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; any failure is a CheckpointError naming the file.
+
+    A file that pickles anything but tensors and plain containers is refused. PyTorch's own message then advises
+    ``weights_only=False``, which would run the file's code: that advice is left out of ours.
+
+    Args:
+        path: a file written by ``torch.save``.
+        what: what the file is, for the message ("checkpoint", "embedding cache entry", ...).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle/zip errors have many types; name the file either way
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+            detail = f" ({found.group(1)})" if found else ""
+            raise CheckpointError(f"{path}: cannot load {what} safely: it contains non-tensor objects{detail}, i.e. "
+                                  "pickled code, so it is refused; save a plain dict of tensors (or safetensors) "
+                                  "instead") from None  # None: torch's chained message repeats the advice
+        raise CheckpointError(f"{path}: cannot load {what} safely ({type(err).__name__}: {err})") from err
 
 
 def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
@@ -154,3 +172,58 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str)
                                                      for k in wrong]))
         raise CheckpointError(f"{source}: checkpoint does not fit {type(module).__name__}: " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
+
+
+# -- Hugging Face-format folders ------------------------------------------------------------------------------------
+def hf_weight_files(folder: Path) -> list[Path]:
+    """A Hugging Face folder's safetensors files: ``model.safetensors``, else its ``model-*.safetensors`` shards."""
+    single = folder / "model.safetensors"
+    return [single] if single.is_file() else sorted(folder.glob("model-*.safetensors"))
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise CheckpointError naming ``path`` unless its safetensors header reads and covers the file.
+
+    This reads the header only, and catches empty, truncated and garbage files (transformers would raise
+    safetensors' own error, which names no file).
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError...: the file is what is wrong either way
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: {err}); it is "
+                              "truncated or corrupt: download it again or re-save it with save_pretrained()") from err
+
+
+def load_pretrained(model_cls: type, folder: Path):
+    """``model_cls.from_pretrained(folder)`` offline, safetensors only and strictly, in eval mode.
+
+    The one place that turns a Hugging Face folder into a model (SAM, MedSAM, SAM 2, CLIP and MiniLM all load
+    through it), so every failure becomes a CheckpointError naming the file at fault.
+
+    Raises:
+        CheckpointError: an unreadable or invalid ``config.json``, a truncated or corrupt safetensors file, a model
+            the config cannot build, or weights that do not fit it (missing / unexpected / mismatched keys).
+    """
+    from transformers import AutoConfig
+
+    folder = Path(folder)
+    try:  # the config first, on its own, so its errors name config.json rather than the folder
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - JSON, type-validation and missing-field errors have many types
+        raise CheckpointError(f"{folder / 'config.json'}: not a valid model config "
+                              f"({type(err).__name__}: {err})") from err
+    for file in hf_weight_files(folder):
+        check_safetensors(file)
+    try:
+        model, info = model_cls.from_pretrained(folder, config=config, local_files_only=True, use_safetensors=True,
+                                                output_loading_info=True)
+    except Exception as err:  # noqa: BLE001 - e.g. a config that builds no model (a zero patch size)
+        raise CheckpointError(f"{folder}: cannot load as {model_cls.__name__} ({type(err).__name__}: {err})") from err
+    problems = {k: sorted(map(str, info.get(k) or [])) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(problems.values()):
+        detail = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v[:8])}" for k, v in problems.items() if v)
+        raise CheckpointError(f"{folder}: weights do not fit {type(model).__name__}: {detail}")
+    return model.eval()

@@ -65,6 +65,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..files import atomic_path
 from .allocator import configure_cpu_allocator
 from .options import InferenceOptions, cpu_has_native_bf16, runtime_cache_dir
 from .rewrites import _Float32Stem, _Method, code_fingerprint, fold_batchnorm, split_qkv
@@ -95,9 +96,10 @@ class EncoderRunner:
 
     The encoder module itself is never modified: optimised copies are built lazily on the first call (an
     OpenVINO conversion takes ~15-40 s once per machine and checkpoint, then it is read from
-    :func:`runtime_cache_dir`). A module moved to an accelerator runs as it is (these are CPU paths). When the
-    runtime was chosen automatically and the OpenVINO conversion fails (an architecture it cannot trace), the
-    runner warns and runs eager; an explicit ``runtime="openvino"`` raises instead.
+    :func:`runtime_cache_dir`). A module moved to an accelerator runs as it is (these are CPU paths). A cached
+    conversion that cannot be read is deleted and converted again (logged once). When the runtime was chosen
+    automatically and the OpenVINO conversion fails (an architecture it cannot trace), the runner warns and runs
+    eager; an explicit ``runtime="openvino"`` raises instead.
 
     Args:
         module: the encoder (eval mode, frozen).
@@ -218,27 +220,39 @@ class EncoderRunner:
 
     def _openvino_model(self, core, module: nn.Module, example: torch.Tensor, part: str = ""):
         """``module`` as an OpenVINO model with a dynamic batch: read from the cache, else converted (and cached
-        when the weights have a key)."""
-        import openvino as ov
+        when the weights have a key).
 
+        A cached model that fails to load (truncated, garbage, a .bin missing) is logged, deleted and converted
+        again, once: if that conversion fails too, the error reaches :meth:`_build` like any failed conversion.
+        """
         path = self._openvino_model_path(part)
         if path is not None and path.is_file():
-            return core.read_model(path)
+            try:
+                return core.read_model(path)
+            except Exception as error:  # noqa: BLE001 - OpenVINO raises RuntimeError for every kind of bad file
+                logger.warning("the cached OpenVINO model %s cannot be read (%s); deleting it and converting the "
+                               "encoder again", path, _openvino_message(error))
+                _remove_openvino_model(path)
         logger.info("converting the image encoder to OpenVINO (once per machine and checkpoint): %s", path)
+        model = self._convert(module, example)
+        if path is not None:
+            try:
+                _save_openvino_model(model, path)
+            except OSError as error:  # a full or read-only disk costs a conversion next time, not this run
+                logger.warning("could not cache the converted OpenVINO model at %s (%s); it will be converted again "
+                               "next time", path, error)
+        return model
+
+    def _convert(self, module: nn.Module, example: torch.Tensor):
+        """``module`` converted to an OpenVINO model whose batch dimension is dynamic."""
+        import openvino as ov
+
         # convert from a plain NCHW float32 copy; OpenVINO folds BatchNorm and picks its own layouts
         source = copy.deepcopy(module).eval().to(memory_format=torch.contiguous_format)
         if self.options.split_qkv:
             split_qkv(source)
         with torch.no_grad(), _ovc_telemetry_declined():
-            model = ov.convert_model(source, example_input=example,
-                                     input=[ov.PartialShape([-1, *example.shape[1:]])])
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.xml")
-            ov.save_model(model, tmp, compress_to_fp16=False)  # keep the float32 weights bit-exact
-            tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
-            tmp.replace(path)  # the .xml last: a reader never sees an .xml without its .bin
-        return model
+            return ov.convert_model(source, example_input=example, input=[ov.PartialShape([-1, *example.shape[1:]])])
 
     def _build_openvino(self):
         import numpy as np
@@ -295,6 +309,36 @@ class EncoderRunner:
 
         return run
 
+
+
+def _save_openvino_model(model, path: Path) -> None:
+    """Write ``model`` as ``path`` (.xml) and its .bin, each atomically (:func:`roiprompt.files.atomic_path`), the
+    .bin first: a reader never sees an .xml without its .bin."""
+    import openvino as ov
+
+    with atomic_path(path) as xml:
+        weights = xml.with_suffix(".bin")  # where save_model puts the weights of the temporary .xml
+        try:
+            ov.save_model(model, xml, compress_to_fp16=False)  # keep the float32 weights bit-exact
+            with atomic_path(path.with_suffix(".bin")) as tmp:
+                os.replace(weights, tmp)
+        finally:
+            weights.unlink(missing_ok=True)  # left behind only when saving failed
+
+
+def _remove_openvino_model(path: Path) -> None:
+    """Delete a cached model, the .xml first (as it is written last); files already gone are fine."""
+    for file in (path, path.with_suffix(".bin")):
+        try:
+            file.unlink(missing_ok=True)
+        except OSError as error:  # unwritable: the new conversion's save fails too and says so
+            logger.warning("could not delete %s (%s)", file, error)
+
+
+def _openvino_message(error: Exception) -> str:
+    """OpenVINO's message without its "Exception from src/...cpp:N:" source-location lines."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    return " ".join(line for line in lines if line and not line.startswith("Exception from ")) or repr(error)
 
 
 def _detached(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, ...]:

@@ -67,6 +67,34 @@ def test_unsafe_pickle_is_refused(tmp_path):
         load_state_dict(path)
 
 
+def test_refusing_a_pickle_gives_no_advice_to_unpickle_it(tmp_path):
+    """PyTorch's message advises weights_only=False (running the file's code): ours names the file and refuses."""
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": Payload()}, path)
+    with pytest.raises(CheckpointError) as caught:
+        load_state_dict(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "non-tensor objects" in message and "Payload" in message
+    assert "refused" in message and "weights_only" not in message and "safe_globals" not in message
+    assert "\x1b" not in message and caught.value.__cause__ is None  # no terminal codes, no chained advice
+
+
+def test_a_corrupt_checkpoint_names_the_file(tmp_path):
+    path = _save(tmp_path)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match=r"w\.pth: cannot load checkpoint safely \(RuntimeError"):
+        load_state_dict(path)
+    (tmp_path / "w.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: cannot load checkpoint safely"):
+        load_state_dict(tmp_path / "w.safetensors")
+
+
+def test_file_hashing_has_one_place():
+    from roiprompt.files import sha256_file
+
+    assert sha256_of is sha256_file
+
+
 def test_safetensors_and_container_unwrapping(tmp_path):
     from safetensors.torch import save_file
 

@@ -84,6 +84,16 @@ class Backbone(nn.Module):
     #: whose last blocks MedFocusCLIP backpropagates through)
     runner: EncoderRunner | None = None
 
+    #: dtype of every tensor ``encode_image`` returns (the runner's outputs are float32)
+    embedding_dtype: ClassVar[torch.dtype] = torch.float32
+
+    @property
+    def embedding_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """Per-image shape (no batch dimension) of each tensor ``encode_image`` returns: ``"features"`` and every
+        ``extra`` name; None when the backbone does not declare them. The embedding cache checks its entries
+        against it, so a stale or foreign entry is recomputed rather than failing later in ``decode``."""
+        return None
+
     @property
     def inference(self) -> InferenceOptions | None:
         """The image encoder's resolved inference options (``runtime`` is never "auto"), or None without a runner."""

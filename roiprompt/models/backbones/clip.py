@@ -78,6 +78,12 @@ class ClipBackbone(Backbone):
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     @property
+    def embedding_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Patch grid (D, g, g), CLS (D,) and projected CLS (P,), as :meth:`encode_image` returns them."""
+        d = int(self.model.config.vision_config.hidden_size)
+        return {"features": (d, self.grid, self.grid), "cls": (d,), "image_embeds": (self.embed_dim,)}
+
+    @property
     def vision(self):
         """The ``CLIPVisionModel`` tower (``embeddings``, ``pre_layrnorm``, ``encoder.layers``, ``post_layernorm``)."""
         return self.model.vision_model

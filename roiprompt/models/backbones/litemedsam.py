@@ -73,6 +73,12 @@ class LiteMedSAM(Backbone):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def embedding_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{"features": (prompt dim, grid, grid)}``: (256, 64, 64) for LiteMedSAM."""
+        g = self.embed_size
+        return {"features": (self.model.prompt_encoder.dim, g, g)}
+
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """HxW or HxWx3 uint8 -> (1, 3, 256, 256) float32, LiteMedSAM's official preprocessing.
 
@@ -114,8 +120,7 @@ class LiteMedSAM(Backbone):
             InputError: prompts of the wrong shape, batch sizes that disagree, or labels outside {-1, 0, 1}.
         """
         features = embedding.features
-        dim = self.model.prompt_encoder.dim
-        g = self.embed_size
+        dim, g, _ = self.embedding_shapes["features"]
         if features.ndim != 4 or tuple(features.shape[1:]) != (dim, g, g):
             raise InputError(f"{self.name}: embedding features have shape {tuple(features.shape)}; expected "
                              f"(B, {dim}, {g}, {g}) from encode_image()")

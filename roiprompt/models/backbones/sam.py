@@ -35,7 +35,7 @@ from torch import nn
 from ...runtime import EncoderRunner, InferenceOptions, inference_options
 from ...errors import CheckpointError, InputError
 from ...prompts.transforms import Frame
-from ..weights import load_into, load_state_dict, sha256_of
+from ..weights import hf_weight_files, load_into, load_pretrained, load_state_dict, sha256_of
 from .base import Backbone, ImageEmbedding, image_to_tensor, register_backbone
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # SAM's pixel_mean / pixel_std, on 0-255 pixels
@@ -46,11 +46,11 @@ Normalization = Literal["sam", "minmax"]
 # -- shared helpers (also used by sam2.py and clip.py) ------------------------------------------------------------
 def hf_folder_sha256(folder: Path) -> str:
     """SHA-256 of a Hugging Face folder's weights: of ``model.safetensors``, or of its sorted shards' hashes."""
-    single = folder / "model.safetensors"
-    if single.is_file():
-        return sha256_of(single)
+    files = hf_weight_files(folder)
+    if files == [folder / "model.safetensors"]:
+        return sha256_of(files[0])
     digest = hashlib.sha256()
-    for shard in sorted(folder.glob("model-*.safetensors")):
+    for shard in files:
         digest.update(sha256_of(shard).encode())
     return digest.hexdigest()
 
@@ -64,8 +64,9 @@ def load_hf_folder(model_cls: type, weights: str | Path | None, *, model_types: 
 
     Raises:
         CheckpointError: no weights given (and no download allowed), a missing folder, no ``config.json``, a
-            config of another model type, no ``model.safetensors`` (pickled ``.bin`` weights are refused), or
-            weights that do not fit the config (missing / unexpected / mismatched keys).
+            config of another model type, no ``model.safetensors`` (pickled ``.bin`` weights are refused), a
+            corrupt config or safetensors file (named), or weights that do not fit the config
+            (:func:`~roiprompt.models.weights.load_pretrained`).
     """
     if weights is None:
         if not allow_download:
@@ -83,25 +84,19 @@ def load_hf_folder(model_cls: type, weights: str | Path | None, *, model_types: 
     if not config_file.is_file():
         raise CheckpointError(f"{folder}: no config.json, so this is not a Hugging Face-format checkpoint folder")
     try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
+        config = json.loads(config_file.read_text())
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{config_file}: unreadable config ({err})") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_file}: unreadable config (a JSON {type(config).__name__}, not an object)")
+    model_type = config.get("model_type")
     if model_type not in model_types:
         raise CheckpointError(f"{folder}: config.json says model_type={model_type!r}, but {arch!r} needs one of "
                               f"{list(model_types)}; pass the right folder or pick the matching backbone")
     if not (folder / "model.safetensors").is_file() and not (folder / "model.safetensors.index.json").is_file():
         raise CheckpointError(f"{folder}: no model.safetensors; only safetensors weights are loaded (pickled "
                               "pytorch_model.bin could run code); re-save it with save_pretrained()")
-    try:
-        model, info = model_cls.from_pretrained(folder, local_files_only=True, use_safetensors=True,
-                                                output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{folder}: cannot load as {model_cls.__name__} ({type(err).__name__}: {err})") from err
-    problems = {k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
-    if any(problems.values()):
-        detail = "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, v[:8]))}" for k, v in problems.items() if v)
-        raise CheckpointError(f"{folder}: weights do not fit {model_cls.__name__}: {detail}")
-    return model.eval(), hf_folder_sha256(folder)
+    return load_pretrained(model_cls, folder), hf_folder_sha256(folder)
 
 
 # -- the backbone ---------------------------------------------------------------------------------------------------
@@ -165,6 +160,12 @@ class SamBackbone(Backbone):
         self.embed_size = int(prompt_cfg.image_size // prompt_cfg.patch_size)  # 64
         self.mask_size = 4 * self.embed_size  # the decoder upsamples the grid 4x: 256
         self.runner = encoder_runner(self, model, inference)
+
+    @property
+    def embedding_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{"features": (output channels, grid, grid)}``: (256, 64, 64) for SAM ViT-B/L/H."""
+        g = self.embed_size
+        return {"features": (int(self.model.config.vision_config.output_channels), g, g)}
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """HxW or HxWx3 uint8 in [0, 255] -> (1, 3, S, S) float32: normalised, longest side S, zero pad."""

@@ -62,6 +62,16 @@ class Sam2Backbone(Backbone):
         self.mask_size = 4 * self.embed_size  # 256
         self.runner = encoder_runner(self, model, inference)
 
+    @property
+    def embedding_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The FPN levels as :meth:`encode_image` returns them: channels from the FPN and the decoder's
+        ``conv_s0``/``conv_s1`` projections, sides from the backbone's feature sizes (high to low resolution)."""
+        decoder = self.model.mask_decoder
+        channels = (decoder.conv_s0.out_channels, decoder.conv_s1.out_channels,
+                    int(self.model.config.vision_config.fpn_hidden_size))
+        shapes = [(c, *map(int, hw)) for c, hw in zip(channels, self.model.backbone_feature_sizes)]
+        return {**dict(zip(HIGH_RES_KEYS, shapes[:-1])), "features": shapes[-1]}
+
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """HxW or HxWx3 uint8 in [0, 255] -> (1, 3, S, S) float32: ImageNet-normalised, longest side S, zero pad."""
         pixels = image_to_tensor(image)  # (1, 3, H, W)

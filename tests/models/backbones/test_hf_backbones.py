@@ -332,3 +332,61 @@ def test_clip_text_with_slots_matches_the_plain_text_and_takes_gradients():
     assert torch.allclose(out[1], one[0], atol=1e-5)
     with pytest.raises(InputError, match="no placeholder"):
         clip.text_with_slots("a b", slot)
+
+
+# -- corrupt folders: every loader names the file at fault ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory):
+    """A tiny random BERT folder (what the minilm loader reads), without a tokenizer: the weights fail first."""
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny") / "bert"
+    config = BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                        max_position_embeddings=16)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def _copy(kind: str, folders, bert_folder, tmp_path):
+    import shutil
+
+    return shutil.copytree(bert_folder if kind == "minilm" else folders[kind], tmp_path / kind)
+
+
+_DAMAGE = {"garbage": lambda data: b"not a safetensors file at all", "truncated": lambda data: data[:len(data) // 2],
+           "empty": lambda data: b""}
+
+
+@pytest.mark.parametrize("kind", ["sam", "sam2", "clip", "minilm"])
+@pytest.mark.parametrize("damage", list(_DAMAGE))
+def test_a_corrupt_safetensors_file_is_named(kind, damage, folders, bert_folder, tmp_path):
+    """Before: transformers raised safetensors' own SafetensorError, which names no file."""
+    weights = _copy(kind, folders, bert_folder, tmp_path) / "model.safetensors"
+    weights.write_bytes(_DAMAGE[damage](weights.read_bytes()))
+    with pytest.raises(CheckpointError, match=re.escape(f"{weights}: not a readable safetensors file") +
+                       ".*truncated or corrupt"):
+        load_backbone(kind, weights=str(weights.parent))
+
+
+@pytest.mark.parametrize("kind, config", [
+    ("sam", "[1, 2]"),  # valid JSON but not an object: the loader called .get() on it (AttributeError)
+    ("sam", '{"model_type": "sam", "vision_config": {"hidden_size": "wide"}}'),  # a field of the wrong type
+    ("minilm", '{"model_type": "bert", "hidden_size": [8]}'),
+    ("minilm", '{"model_type": "be'),  # truncated
+])
+def test_a_bad_config_is_named(kind, config, folders, bert_folder, tmp_path):
+    folder = _copy(kind, folders, bert_folder, tmp_path)
+    (folder / "config.json").write_text(config)
+    with pytest.raises(CheckpointError, match=re.escape(str(folder / "config.json"))):
+        load_backbone(kind, weights=str(folder))
+
+
+def test_a_config_that_builds_no_model_names_the_folder(folders, tmp_path):
+    folder = _copy("clip", folders, None, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["vision_config"]["patch_size"] = 0
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=re.escape(f"{folder}: cannot load as CLIPModel (ZeroDivisionError")):
+        load_backbone("clip", weights=str(folder))
