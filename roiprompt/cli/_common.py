@@ -1,15 +1,16 @@
-"""What every command shares: console and progress bars, image listing, output names and the predictions table,
-skip reports, the ``--backbone`` option, and error messages in CLI terms."""
+"""What every command shares: console and progress bars, image listing, output and prediction-table conventions,
+skip reports, the ``--backbone`` option, error messages in CLI terms, and the log file of internal errors."""
 
 from __future__ import annotations
 
 import argparse
-import csv
 import glob
+import os
 import re
 import sys
+import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -23,17 +24,35 @@ INTERNAL_BACKBONE_PREFIX = "test-"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".gif")
 
 #: Columns of ``predictions.csv``, the same for every command that writes masks (``segment``, ``oneshot``).
-PREDICTION_COLUMNS = ("image", "structure", "iou_pred", "quality", "area_px")
+PREDICTION_COLUMNS = ("image", "structure", "iou_pred", "quality", "area_px", "warning")
 #: The score columns: keys of a prediction's ``scores``; a score the method does not give is an empty cell.
 SCORE_COLUMNS = ("iou_pred", "quality")
+#: Codes of the ``warning`` column (several are joined with ``;``).
+WARNINGS = {"empty": "the predicted mask has no pixel",
+            "points_only": "points without a box, given to a backbone trained with boxes only, as LiteMedSAM"}
+
+#: Exit codes of every command (the CLI's --help epilog).
+EXIT_CODES = (
+    "Exit status: 0 all done; 1 some input files were skipped (listed at the end); 2 bad arguments or set-up "
+    "(including an output folder that cannot be written, or a write that fails mid-run, e.g. a full disk: the "
+    "message names the file, and a rerun resumes); 3 internal error (one line on stderr naming a log file with the "
+    "traceback, under $ROIPROMPT_LOG_DIR, default ~/.cache/roiprompt/logs).")
 
 #: The output layout of ``segment`` and ``oneshot``, for their --help.
 OUTPUT_LAYOUT = (
     "Writes to --out: masks/<stem>_<structure>.png (one 0/255 PNG per image and structure; <stem> is the file "
-    "name up to its first dot), overlays/<stem>.png, and predictions.csv with one row per image and structure and "
-    "the columns " + ",".join(PREDICTION_COLUMNS) + " (iou_pred: the model's predicted IoU; quality: the method's "
-    "own quality flag in [0, 1], empty when it gives none; area_px: mask pixels). "
-    "Exit status: 0 done, 1 some input files were skipped (listed at the end), 2 bad arguments or set-up.")
+    "name without its image extension, a.1.png -> a.1; inputs sharing a stem get their extension added, a.png and "
+    "a.jpg -> a_png and a_jpg, and those still sharing one, like the same name in several folders, _2, _3, ... in "
+    "input order), overlays/<stem>.png, predictions.csv with one row per image and structure and the columns "
+    + ",".join(PREDICTION_COLUMNS) + " (iou_pred: the model's predicted IoU; quality: the method's own quality flag "
+    "in [0, 1], empty when it gives none; area_px: mask pixels; warning: blank, or codes joined with ';': "
+    + "; ".join(f"{code} ({what})" for code, what in WARNINGS.items()) + "), and manifest.jsonl (the run's "
+    "settings, then one JSON line per finished input with its SHA-256 and its outputs' SHA-256). Each image's "
+    "mask and overlay are written atomically before its manifest line and its rows, so an interrupted run loses "
+    "nothing it finished. Rerunning the same command resumes: inputs whose outputs are complete (same input bytes, "
+    "same settings, outputs intact) are skipped, and the model is not even loaded when nothing is left; "
+    "--overwrite redoes everything. A run with other settings into a folder that holds a run is refused (exit 2) "
+    "unless --overwrite is given.")
 
 
 def _console():
@@ -47,7 +66,7 @@ def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=False)
+                    transient=False, console=_console())  # lines printed through its console do not wrap at 80
 
 
 def _list_images(target: Path) -> list[Path]:
@@ -59,27 +78,9 @@ def _list_images(target: Path) -> list[Path]:
 
 
 def _stem(path: Path) -> str:
-    """Output name of an input file: its name up to the first dot (``JPCLN001.IMG.png`` -> ``JPCLN001``)."""
+    """Short name of an input file for ``explain``'s panels: its name up to the first dot (``JPCLN001.IMG.png`` ->
+    ``JPCLN001``). The batch commands name their outputs by :func:`roiprompt.cli._runs.output_stems` instead."""
     return path.name.split(".")[0]
-
-
-def _output_stems(images: Sequence[Path], reserved: Iterable[str] = ()) -> dict[Path, str]:
-    """``{image: output stem}``; RoiPromptError when two inputs (or an input and a ``reserved`` output name)
-    would write the same output files."""
-    seen: dict[str, Path] = {}
-    clashes = []
-    reserved = set(reserved)
-    for path in images:
-        stem = _stem(path)
-        if stem in reserved:
-            clashes.append(f"{path.name} (overlays/{stem}.png is taken)")
-        elif stem in seen:
-            clashes.append(f"{seen[stem].name} and {path.name}")
-        seen.setdefault(stem, path)
-    if clashes:
-        raise RoiPromptError("these inputs would write the same output files (outputs are named by the file name "
-                             "up to its first dot): " + "; ".join(clashes[:10]) + ". Rename or move them.")
-    return {path: _stem(path) for path in images}
 
 
 def _mask_name(stem: str, structure: str) -> str:
@@ -98,30 +99,6 @@ def _structure_name(value: str) -> str:
     if not _is_structure_name(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid structure name (letters, digits, '_' or '-')")
     return value
-
-
-class _PredictionTable:
-    """``predictions.csv`` (:data:`PREDICTION_COLUMNS`), written row by row so an interrupted run keeps its rows."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = open(path, "w", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._file, lineterminator="\n")
-        self._writer.writerow(PREDICTION_COLUMNS)
-
-    def add(self, image: Path, structure: str, scores: Mapping[str, Any], mask: np.ndarray) -> None:
-        self._writer.writerow([image.name, structure, *(_score(scores.get(k)) for k in SCORE_COLUMNS),
-                               str(int(np.count_nonzero(mask)))])
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> "_PredictionTable":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _report_skipped(failures: Sequence[str]) -> int:
@@ -218,3 +195,26 @@ def _cli_message(err: BaseException) -> str:
     for pattern, replacement in _CLI_TERMS:
         message = re.sub(pattern, replacement, message)
     return message
+
+
+# -- internal errors -----------------------------------------------------------------------------------------
+def log_dir() -> Path:
+    """Folder of the internal-error logs: ``$ROIPROMPT_LOG_DIR``, default ``~/.cache/roiprompt/logs``."""
+    return Path(os.environ.get("ROIPROMPT_LOG_DIR") or Path.home() / ".cache" / "roiprompt" / "logs")
+
+
+def write_error_log(command: str, argv: Sequence[str], text: str) -> Path:
+    """Write ``text`` (tracebacks) to a new log file under :func:`log_dir`, atomically; returns its path.
+
+    Raises:
+        OSError: the folder or file cannot be written.
+    """
+    from .. import __version__
+    from ..errors import shown
+    from ..files import atomic_write_text
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = log_dir() / f"roiprompt-{command}-{stamp}-{os.getpid()}.log"
+    head = (f"roiprompt {__version__}, python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+            f"command: roiprompt {' '.join(shown(a) for a in argv)}\n\n")
+    return atomic_write_text(path, head + text.encode("utf-8", "backslashreplace").decode("utf-8"))

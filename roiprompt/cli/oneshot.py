@@ -8,10 +8,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import RoiPromptError
+from ..errors import RoiPromptError, shown
 from ._common import (IMAGE_SUFFIXES, OUTPUT_LAYOUT, SAM_BACKBONES, _console, _is_structure_name, _list_images,
-                      _mask_name, _output_stems, _PredictionTable, _progress, _report_skipped, backbone_option)
-
+                      _mask_name, backbone_option)
+from ._runs import BatchRun, output_stems, prediction_row, process
+from .segment import _weights_setting
 
 
 def _reference_masks(specs: Sequence[str], image_hw: tuple[int, int]) -> tuple[dict[str, np.ndarray], list[Path]]:
@@ -52,8 +53,9 @@ def _seeded_methods() -> list[str]:
 
 
 def cmd_oneshot(args: argparse.Namespace) -> int:
+    from .. import __version__
     from ..data import read_image, write_mask_png, write_overlay_png
-    from ..methods import load_method
+    from ..files import sha256_file
 
     # Bad reference inputs fail here, before the model is loaded.
     ref_path = Path(args.reference)
@@ -64,7 +66,6 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     if not images:
         raise RoiPromptError(f"{args.images}: no target images found besides the reference (looked for "
                              f"{', '.join(IMAGE_SUFFIXES)})")
-    stems = _output_stems(images, reserved=[REFERENCE_OVERLAY])
     config: dict = {"weights": args.weights, "cache_dir": args.cache_dir}
     if args.method in _seeded_methods():
         config["seed"] = args.seed
@@ -72,42 +73,51 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             config["warp_iterations"] = args.warp_iterations
     elif args.warp_iterations is not None or args.seed != 0:
         _console().print(f"note: {args.method} fits no warping model; --seed and --warp-iterations have no effect")
-    out = Path(args.out)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
-    write_overlay_png(out / "overlays" / f"{REFERENCE_OVERLAY}.png", ref_image, ref_masks)
+    structures = list(ref_masks)
+    settings = {"command": "oneshot", "method": args.method, "backbone": args.backbone,
+                "weights": _weights_setting(args.weights),
+                # what changes the masks; the embedding cache (--cache-dir) only changes how fast they come
+                "config": {k: v for k, v in config.items() if k not in ("weights", "cache_dir")},
+                "reference": {"image_sha256": sha256_file(ref_path),
+                              "masks": [[name, sha256_file(path)] for name, path in zip(structures, mask_paths)]},
+                "roiprompt": __version__}
+    reference_overlay = f"overlays/{REFERENCE_OVERLAY}.png"
+    run = BatchRun(Path(args.out), settings, images, output_stems(images, structures, reserved=[reference_overlay]),
+                   overwrite=args.overwrite).open()
+    run.run_output(reference_overlay, lambda p: write_overlay_png(p, ref_image, ref_masks))
+    state: dict = {}
 
-    failures: list[str] = []
-    targets: list[tuple[Path, np.ndarray]] = []
-    with _progress() as bar, _PredictionTable(out / "predictions.csv") as table:
-        task = bar.add_task("reading targets", total=len(images))
-        for path in images:  # read all first, so a bad file is reported before the model loads
-            try:
-                targets.append((path, read_image(path)))
-            except RoiPromptError as err:  # skip a bad file, report it at the end, finish the rest
-                failures.append(str(err))
-            bar.advance(task)
-        if targets:
-            task = bar.add_task(f"{args.method}: fitting the reference", total=None)
-            method = load_method(args.method, backbone=args.backbone, **config)
-            method.set_reference(ref_image, ref_masks, source=str(ref_path))
-            bar.update(task, total=1, completed=1)
-            task = bar.add_task(f"{args.method}: segmenting", total=len(targets))
-        for path, image in targets:
-            try:
-                preds = method.predict_all(image, source=str(path))
-                stem = stems[path]
-                for structure, pred in preds.items():
-                    write_mask_png(out / "masks" / _mask_name(stem, structure), pred.mask)
-                write_overlay_png(out / "overlays" / f"{stem}.png", image, {s: p.mask for s, p in preds.items()})
-                for structure, pred in preds.items():
-                    table.add(path, structure, pred.scores, pred.mask)
-            except RoiPromptError as err:
-                failures.append(str(err))
-            bar.advance(task)
-    _console().print(f"{len(images) - len(failures)} segmented, {len(failures)} skipped: masks, overlays and "
-                     f"predictions.csv in {out}")
-    return _report_skipped(failures)
+    def load() -> None:
+        from ..methods import load_method
+
+        console = _console()
+        console.print(f"{args.method}: loading the model and fitting the reference")
+        method = load_method(args.method, backbone=args.backbone, **config)
+        run.set_weights(getattr(getattr(method, "backbone", None), "weights_sha256", None))
+        method.set_reference(ref_image, ref_masks, source=str(ref_path))
+        state["method"] = method
+
+    def predict(path: Path, image: np.ndarray):
+        return state["method"].predict_all(image, source=str(path))
+
+    def write(path: Path, image: np.ndarray, preds):
+        stem = run.stems[path]
+        outputs = {}
+        for structure, pred in preds.items():
+            rel = f"masks/{_mask_name(stem, structure)}"
+            outputs[rel] = run.write_output(rel, lambda p, mask=pred.mask: write_mask_png(p, mask))
+        outputs[f"overlays/{stem}.png"] = run.write_output(
+            f"overlays/{stem}.png", lambda p: write_overlay_png(p, image, {s: q.mask for s, q in preds.items()}))
+        rows, warnings = [], []
+        for structure, pred in preds.items():
+            empty = not pred.mask.any()
+            if empty:
+                warnings.append(f"{shown(path)}: the {structure} mask is empty")
+            rows.append(prediction_row(structure, pred.scores, pred.mask, ["empty"] if empty else []))
+        return outputs, rows, warnings
+
+    return process(run, command="oneshot", argv=args.argv, verb=f"{args.method}: segmenting", read=read_image,
+                   load=load, predict=predict, write=write)
 
 
 #: Overlay of the reference with its masks: ``overlays/reference.png``.
@@ -134,7 +144,10 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
                         "path names the structure 'roi'")
     p.add_argument("--images", required=True, metavar="DIR_OR_GLOB",
                    help="target images: a folder, a glob or a file (the reference and its masks are left out)")
-    p.add_argument("--out", required=True, help="output folder (masks/, overlays/, predictions.csv)")
+    p.add_argument("--out", required=True,
+                   help="output folder (masks/, overlays/, predictions.csv, manifest.jsonl); a rerun resumes")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every image, replacing the results in --out (default: resume, skipping finished ones)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=methods, help=f"default: {DEFAULT_METHOD}")
     p.add_argument("--backbone", **backbone_option(SAM_BACKBONES))
     p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")

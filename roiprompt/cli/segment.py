@@ -7,56 +7,82 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import RoiPromptError
-from ._common import (IMAGE_SUFFIXES, OUTPUT_LAYOUT, SAM_BACKBONES, _console, _list_images, _mask_name,
-                      _output_stems, _PredictionTable, _progress, _report_skipped, _structure_name, backbone_option)
+from ..errors import RoiPromptError, shown
+from ._common import (IMAGE_SUFFIXES, OUTPUT_LAYOUT, SAM_BACKBONES, _list_images, _mask_name, _structure_name,
+                      backbone_option)
+from ._runs import BatchRun, output_stems, prediction_row, process
 
 #: Structure name of the masks ``segment`` writes unless ``--structure`` names it (the name a single-structure
 #: folder dataset and a plain ``oneshot --reference-mask`` use too).
 DEFAULT_STRUCTURE = "roi"
 
 
+def _weights_setting(weights: str | None) -> str | None:
+    """``--weights`` as recorded in the run's settings: the absolute path (the same file from any directory)."""
+    return None if weights is None else str(Path(weights).expanduser().resolve())
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
+    from .. import __version__
     from ..data import read_image, write_mask_png, write_overlay_png
-    from ..models.backbones import load_backbone
-    from ..predictor import SamPredictor
 
     images = _list_images(Path(args.images))
     if not images:
         raise RoiPromptError(f"{args.images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     if args.box is None and not args.point and not args.negative_point:
         raise RoiPromptError("give a prompt: --box X0 Y0 X1 Y1 and/or --point X Y (repeatable)")
-    stems = _output_stems(images)
     points = [*(args.point or []), *(args.negative_point or [])]
     labels = [1] * len(args.point or []) + [0] * len(args.negative_point or [])
-    out = Path(args.out)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
-    predictor = SamPredictor(load_backbone(args.backbone, weights=args.weights))
-    failures: list[str] = []
-    with _progress() as bar, _PredictionTable(out / "predictions.csv") as table:
-        task = bar.add_task("segmenting", total=len(images))
-        for path in images:
-            try:
-                image = read_image(path)
-                predictor.set_image(image, source=str(path))
-                res = predictor.predict(points=np.array(points, float) if points else None,
-                                        point_labels=np.array(labels) if points else None,
-                                        box=np.array(args.box, float) if args.box else None)
-                mask, iou, _ = res.best()
-                stem = stems[path]
-                write_mask_png(out / "masks" / _mask_name(stem, args.structure), mask)
-                write_overlay_png(out / "overlays" / f"{stem}.png", image, {args.structure: mask},
-                                  boxes=[args.box] if args.box else None,
-                                  points=points or None, labels=labels or None)
-                # the scores a SAM-family prediction reports everywhere (box_prompt too): quality = predicted IoU
-                table.add(path, args.structure, {"iou_pred": iou, "quality": iou}, mask)
-            except RoiPromptError as err:  # skip a bad file, report it at the end, finish the rest
-                failures.append(str(err))
-            bar.advance(task)
-    _console().print(f"{len(images) - len(failures)} segmented, {len(failures)} skipped: masks, overlays and "
-                     f"predictions.csv in {out}")
-    return _report_skipped(failures)
+    structure = args.structure
+    settings = {"command": "segment", "backbone": args.backbone, "weights": _weights_setting(args.weights),
+                "box": args.box, "points": args.point or [], "negative_points": args.negative_point or [],
+                "structure": structure, "roiprompt": __version__}
+    run = BatchRun(Path(args.out), settings, images, output_stems(images, [structure]),
+                   overwrite=args.overwrite).open()
+    state: dict = {}
+
+    def load() -> None:
+        from ..models.backbones import load_backbone
+        from ..predictor import SamPredictor
+
+        backbone = load_backbone(args.backbone, weights=args.weights)
+        run.set_weights(backbone.weights_sha256)
+        state["predictor"] = SamPredictor(backbone)
+        # A backbone trained with box prompts only says so (Backbone.point_prompts, False for LiteMedSAM): points
+        # without a box then give a near-empty mask, and every such row is marked.
+        state["points_only"] = bool(points) and args.box is None and not getattr(backbone, "point_prompts", True)
+
+    def predict(path: Path, image: np.ndarray):
+        predictor = state["predictor"]
+        predictor.set_image(image, source=str(path))
+        res = predictor.predict(points=np.array(points, float) if points else None,
+                                point_labels=np.array(labels) if points else None,
+                                box=np.array(args.box, float) if args.box else None)
+        mask, iou, _ = res.best()
+        return mask, iou
+
+    def write(path: Path, image: np.ndarray, result):
+        mask, iou = result
+        stem = run.stems[path]
+        mask_rel = f"masks/{_mask_name(stem, structure)}"
+        outputs = {mask_rel: run.write_output(mask_rel, lambda p: write_mask_png(p, mask))}
+        outputs[f"overlays/{stem}.png"] = run.write_output(
+            f"overlays/{stem}.png", lambda p: write_overlay_png(p, image, {structure: mask},
+                                                                 boxes=[args.box] if args.box else None,
+                                                                 points=points or None, labels=labels or None))
+        codes, warnings = [], []
+        if state["points_only"]:
+            codes.append("points_only")
+            warnings.append(f"{shown(path)}: points without a box: {args.backbone} was trained with boxes only, the "
+                            "mask is likely poor (add --box)")
+        if not mask.any():
+            codes.append("empty")
+            warnings.append(f"{shown(path)}: the {structure} mask is empty")
+        # the scores a SAM-family prediction reports everywhere (box_prompt too): quality = predicted IoU
+        return outputs, [prediction_row(structure, {"iou_pred": iou, "quality": iou}, mask, codes)], warnings
+
+    return process(run, command="segment", argv=args.argv, verb="segmenting", read=read_image, load=load,
+                   predict=predict, write=write)
 
 
 def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -73,7 +99,10 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("--structure", default=DEFAULT_STRUCTURE, type=_structure_name, metavar="NAME",
                    help=f"name of the segmented structure, in mask file names and the CSV (default: "
                         f"{DEFAULT_STRUCTURE})")
-    p.add_argument("--out", required=True, help="output folder (masks/, overlays/, predictions.csv)")
+    p.add_argument("--out", required=True,
+                   help="output folder (masks/, overlays/, predictions.csv, manifest.jsonl); a rerun resumes")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every image, replacing the results in --out (default: resume, skipping finished ones)")
     p.add_argument("--backbone", **backbone_option(SAM_BACKBONES))
     p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")
     p.set_defaults(func=cmd_segment)

@@ -42,7 +42,7 @@ def test_segment_folder_skips_corrupt_file(tmp_path, capsys):
     mask = np.array(Image.open(next((out / "masks").glob("*.png"))))
     assert mask.any()
     rows = (out / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "image,structure,iou_pred,quality,area_px" and len(rows) == 3
+    assert rows[0] == "image,structure,iou_pred,quality,area_px,warning" and len(rows) == 3
 
 
 def test_segment_without_prompt_is_an_error(tmp_path, capsys):
@@ -115,12 +115,13 @@ def test_oneshot_folder_two_structures_skips_corrupt_file(tmp_path, capsys):
     assert (out / "overlays" / "reference.png").is_file()
     assert len(list((out / "masks").glob("*.png"))) == 6
     rows = (out / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "image,structure,iou_pred,quality,area_px" and len(rows) == 7
+    assert rows[0] == "image,structure,iou_pred,quality,area_px,warning" and len(rows) == 7
     for row in rows[1:]:
-        image, structure, iou, quality, area = row.split(",")
+        image, structure, iou, quality, area, warning = row.split(",")
         assert image.split(".")[0] in ids and structure in ("left_lung", "heart")
         assert np.isfinite(float(iou)) and int(area) > 0
         assert quality == "" or 0 <= float(quality) <= 1  # empty where the method gives no quality score
+        assert warning == ""
 
 
 def test_oneshot_reference_mask_of_wrong_size_is_an_error(tmp_path, capsys, monkeypatch):
@@ -265,7 +266,7 @@ def test_segment_and_oneshot_write_the_same_columns_and_mask_names(tmp_path, mon
         torch.set_num_threads(threads)
     seg_columns, seg_rows = _read_csv(tmp_path / "s" / "predictions.csv")
     one_columns, one_rows = _read_csv(tmp_path / "o" / "predictions.csv")
-    assert seg_columns == one_columns == ["image", "structure", "iou_pred", "quality", "area_px"]
+    assert seg_columns == one_columns == ["image", "structure", "iou_pred", "quality", "area_px", "warning"]
     for rows in (seg_rows, one_rows):
         assert [(r["image"], r["structure"]) for r in rows] == [(f"{i}.png", "heart") for i in ids]
         for r in rows:
@@ -466,11 +467,14 @@ def test_library_advice_is_reworded_for_the_cli():
         InputError(messages[6]))
 
 
-def test_outputs_of_two_inputs_with_one_stem_are_refused(tmp_path, capsys):
+def test_outputs_of_two_inputs_with_one_stem_get_distinct_names(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    for suffix in ("png", "bmp"):
-        Image.fromarray(np.zeros((20, 20), np.uint8)).save(folder / f"a.{suffix}")
-    assert main(["segment", str(folder), "--box", "1", "1", "9", "9", "--out", str(tmp_path / "o")]) == 2
-    assert "a.bmp and a.png" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    for value, suffix in ((0, "png"), (255, "bmp")):
+        Image.fromarray(np.full((20, 20), value, np.uint8)).save(folder / f"a.{suffix}")
+    out = tmp_path / "o"
+    assert main(["segment", str(folder), "--box", "1", "1", "9", "9", "--out", str(out),
+                 "--backbone", "test-litemedsam"]) == 0
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["a_bmp_roi.png", "a_png_roi.png"]
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a_bmp.png", "a_png.png"]
+    assert [r["image"] for r in _read_csv(out / "predictions.csv")[1]] == ["a.bmp", "a.png"]

@@ -1,0 +1,458 @@
+"""Batch runs of ``segment`` and ``oneshot``: unique output names, the run manifest, resume, and the per-image loop.
+
+The output folder (``--out``) holds ``masks/``, ``overlays/``, ``predictions.csv`` and ``manifest.jsonl``. The
+manifest is JSON Lines (ASCII, keys sorted, so the same run always gives the same bytes):
+
+* line 1, the run: ``{"roiprompt_run": 1, "settings": {...}, "weights_sha256": ..., "outputs": {...}}``;
+  ``settings`` is everything that decides the outputs (command, method and its config, backbone, weights, prompts
+  or the reference's SHA-256s, roiprompt's version); ``weights_sha256`` the loaded model's hash, once a model was
+  loaded; ``outputs`` the run's own files (``overlays/reference.png``) with their SHA-256;
+* then one line per finished input: ``{"input": path, "sha256": ..., "stem": ..., "outputs": {"masks/..png":
+  sha256, "overlays/..png": sha256}, "rows": [{"structure", "iou_pred", "quality", "area_px", "warning"}]}``.
+
+Per image, the order is: masks and overlay written atomically, then its manifest line appended (flushed and
+fsync'd), then its CSV rows. A killed run therefore leaves at worst outputs without a manifest line (redone) or a
+torn last line (ignored). ``predictions.csv`` is rewritten from the manifest (atomically, in input order) when a
+run starts and when it ends, so it only ever lists images whose masks are on disk; an interrupted run followed by
+a rerun ends with the same bytes as one run that was never interrupted.
+
+Resume: an input is done when the manifest has a line for its output stem with the same input SHA-256 and every
+output file listed there is on disk with its recorded SHA-256; the rest are redone. A folder whose manifest
+records other settings and at least one finished input is refused unless ``overwrite`` (results of two settings
+are never mixed). Files of earlier runs that the manifest does not list stay on disk but never reach the CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import traceback
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import RoiPromptError, shown
+from ..files import atomic_write_bytes, sha256_file
+from ._common import PREDICTION_COLUMNS, SCORE_COLUMNS, _console, _mask_name, _progress, _score
+
+MANIFEST = "manifest.jsonl"
+PREDICTIONS = "predictions.csv"
+#: Format of ``manifest.jsonl`` (its first line's ``roiprompt_run``).
+MANIFEST_FORMAT = 1
+#: A temporary file of :func:`roiprompt.files.atomic_path` (``.<name>.<8 random>.tmp<suffix>``) that a killed run
+#: left behind; cleared when the next run opens the folder.
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[a-z.]+)?$")
+
+
+# -- output names ---------------------------------------------------------------------------------------------
+def _base_and_extension(path: Path) -> tuple[str, str]:
+    """``("a.1", ".png")`` for ``a.1.png``; a name without an image extension (a DICOM file ``IM.0001``) is kept
+    whole, with no extension."""
+    from ..data import IMAGE_EXTENSIONS
+    from ..data.io import split_extension
+
+    base, ext = split_extension(path)
+    if ext not in IMAGE_EXTENSIONS or not base:
+        return path.name, ""
+    return base, ext
+
+
+def output_files(stem: str, structures: Iterable[str]) -> list[str]:
+    """The files one input writes, relative to ``--out``: its masks, then its overlay."""
+    return [f"masks/{_mask_name(stem, s)}" for s in structures] + [f"overlays/{stem}.png"]
+
+
+def output_stems(images: Sequence[Path], structures: Sequence[str], reserved: Iterable[str] = ()) -> dict[Path, str]:
+    """``{input: output stem}``, every input's output files distinct (compared ignoring case, as macOS and Windows
+    do) and none of them one of ``reserved`` (relative paths such as ``overlays/reference.png``).
+
+    The stem is the file name without its image extension (``a.1.png`` -> ``a.1``, ``case.nii.gz`` -> ``case``).
+    Inputs sharing a stem with different extensions get theirs added (``a.png``, ``a.jpg`` -> ``a_png``,
+    ``a_jpg``); a stem whose files are still taken (the same name in several folders, a reserved name) gets
+    ``_2``, ``_3``, ... in input order, the first one keeping its name. Deterministic for a given input list.
+    """
+    parts = {path: _base_and_extension(path) for path in images}
+    counts = Counter(base.casefold() for base, _ in parts.values())
+    extensions: dict[str, set[str]] = defaultdict(set)
+    for base, ext in parts.values():
+        extensions[base.casefold()].add(ext)
+    taken = {r.casefold() for r in reserved}
+    stems: dict[Path, str] = {}
+    for path in images:
+        base, ext = parts[path]
+        key = base.casefold()
+        preferred = f"{base}_{ext[1:].replace('.', '_')}" if counts[key] > 1 and len(extensions[key]) > 1 else base
+        stem, n = preferred, 1
+        while {f.casefold() for f in output_files(stem, structures)} & taken:
+            n += 1
+            stem = f"{preferred}_{n}"
+        taken |= {f.casefold() for f in output_files(stem, structures)}
+        stems[path] = stem
+    return stems
+
+
+def image_labels(images: Sequence[Path]) -> dict[Path, str]:
+    """The ``image`` cell of each input: its file name, or the path as listed where several inputs share a name."""
+    names = Counter(path.name for path in images)
+    return {path: shown(path.name if names[path.name] == 1 else path) for path in images}
+
+
+def prediction_row(structure: str, scores: Mapping[str, Any], mask: np.ndarray, warnings: Sequence[str]) -> dict:
+    """One structure's row of ``predictions.csv`` (without the image cell), as the manifest stores it."""
+    return {"structure": structure, **{k: _score(scores.get(k)) for k in SCORE_COLUMNS},
+            "area_px": str(int(np.count_nonzero(mask))), "warning": ";".join(warnings)}
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+class StopRun(RoiPromptError):
+    """An output could not be written (full disk, lost permission): the run stops (exit status 2)."""
+
+
+def escape(text: str) -> str:
+    """``text`` printed as is by rich (a file name or message may hold ``[...]``)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+def _shown_value(value: Any) -> str:
+    text = _dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_entry(obj: Any) -> bool:
+    return (isinstance(obj, dict) and isinstance(obj.get("input"), str) and isinstance(obj.get("sha256"), str)
+            and isinstance(obj.get("stem"), str) and isinstance(obj.get("outputs"), dict) and obj["outputs"]
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in obj["outputs"].items())
+            and isinstance(obj.get("rows"), list) and all(isinstance(r, dict) for r in obj["rows"]))
+
+
+class BatchRun:
+    """One ``segment`` or ``oneshot`` run into ``out``: call :meth:`open`, then :func:`process`.
+
+    Args:
+        out: the output folder.
+        settings: what decides the outputs (JSON values); compared with the manifest's to resume or refuse.
+        inputs: the input files, in order.
+        stems: ``{input: output stem}`` from :func:`output_stems`.
+        overwrite: redo every input and replace the manifest, whatever the folder holds.
+    """
+
+    def __init__(self, out: Path, settings: Mapping[str, Any], inputs: Sequence[Path], stems: Mapping[Path, str],
+                 overwrite: bool = False) -> None:
+        self.out = Path(out)
+        self.settings = json.loads(_dumps(dict(settings)))  # as it reads back from the manifest (lists, not tuples)
+        self.inputs = list(inputs)
+        self.stems = dict(stems)
+        self.labels = image_labels(self.inputs)
+        self.overwrite = overwrite
+        self.header: dict[str, Any] = {"roiprompt_run": MANIFEST_FORMAT, "settings": self.settings,
+                                       "weights_sha256": None, "outputs": {}}
+        self.entries: dict[str, dict] = {}  # stem -> manifest line of a finished input
+        self.hashes: dict[Path, str] = {}
+        self.pending: list[Path] = []
+        self.unreadable: list[str] = []
+        self.resumed = 0
+
+    @property
+    def manifest(self) -> Path:
+        return self.out / MANIFEST
+
+    @property
+    def predictions(self) -> Path:
+        return self.out / PREDICTIONS
+
+    # -- start ------------------------------------------------------------------------------------------------
+    def open(self) -> "BatchRun":
+        """Check the folder is writable, compare settings, hash the inputs, find what is left to do, and rewrite
+        the manifest and predictions.csv to what is complete on disk.
+
+        Raises:
+            RoiPromptError: the folder cannot be written, or it holds a run with other settings (no ``overwrite``).
+        """
+        self._check_writable()
+        previous: list[dict] = []
+        if not self.overwrite:
+            header, previous = self._read_manifest()
+            if header is not None and not previous:  # a run that finished no image (bad weights?): start anew
+                header = None
+            if header is not None:
+                self._check_settings(header)
+                self.header["weights_sha256"] = header.get("weights_sha256")
+                outputs = header.get("outputs")
+                self.header["outputs"] = dict(outputs) if isinstance(outputs, dict) else {}
+        by_stem = {entry["stem"]: entry for entry in previous}  # a later line for a stem replaces an earlier one
+        for path in self.inputs:
+            try:
+                digest = sha256_file(path)
+            except OSError as err:
+                self.unreadable.append(f"{shown(path)}: cannot read: {err.strerror or err}")
+                continue
+            self.hashes[path] = digest
+            stem = self.stems[path]
+            entry = by_stem.get(stem)
+            if entry is not None and entry["sha256"] == digest and self._intact(entry["outputs"]):
+                self.entries[stem] = {**entry, "input": str(path)}
+                self.resumed += 1
+            else:
+                self.pending.append(path)
+        self.rewrite()
+        return self
+
+    def _check_writable(self) -> None:
+        """Create the folders and a file in each (then delete it), and clear temporaries a killed run left."""
+        for folder in (self.out, self.out / "masks", self.out / "overlays"):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                fd, probe = tempfile.mkstemp(prefix=".roiprompt-probe-", dir=folder)
+                os.close(fd)
+                os.unlink(probe)
+                for leftover in folder.iterdir():
+                    if _TEMPORARY.match(leftover.name) and leftover.is_file():
+                        leftover.unlink()
+            except OSError as err:
+                raise RoiPromptError(f"--out {shown(self.out)}: cannot write to {shown(folder)} "
+                                     f"({err.strerror or err}); choose another --out or fix its permissions") from None
+
+    def _read_manifest(self) -> tuple[dict | None, list[dict]]:
+        """(the run's line or None when there is no manifest, the entries that parse); a torn last line (a kill
+        mid-write) or any damaged line is ignored: its input is redone."""
+        try:
+            data = self.manifest.read_bytes()
+        except FileNotFoundError:
+            return None, []
+        lines = data.split(b"\n")
+        try:
+            header = json.loads(lines[0])
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("roiprompt_run") != MANIFEST_FORMAT or not isinstance(
+                header.get("settings"), dict):
+            raise RoiPromptError(f"--out {shown(self.out)}: {MANIFEST} is not a roiprompt run manifest (or one of "
+                                 "another format); give --overwrite to replace the folder's results or choose "
+                                 "another --out")
+        entries = []
+        for line in lines[1:]:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if _is_entry(obj):
+                entries.append(obj)
+        return header, entries
+
+    def _check_settings(self, header: Mapping[str, Any]) -> None:
+        old = header["settings"]
+        changed = [f"{key} {_shown_value(old.get(key))} -> {_shown_value(self.settings.get(key))}"
+                   for key in sorted(set(old) | set(self.settings)) if old.get(key) != self.settings.get(key)]
+        if changed:
+            raise RoiPromptError(
+                f"--out {shown(self.out)} holds the results of a run with other settings ({'; '.join(changed)}); "
+                "its results are not mixed with this run's: give --overwrite to replace them, or choose another "
+                "--out")
+
+    def _intact(self, outputs: Mapping[str, str]) -> bool:
+        try:
+            return all(sha256_file(self.out / rel) == digest for rel, digest in outputs.items())
+        except OSError:  # missing or unreadable: redo
+            return False
+
+    # -- run-level outputs and the model ----------------------------------------------------------------------
+    def run_output(self, rel: str, write: Callable[[Path], Any]) -> None:
+        """Write one of the run's own files (``overlays/reference.png``) unless it is on disk as recorded."""
+        recorded = self.header["outputs"].get(rel)
+        if recorded is not None and self._intact({rel: recorded}):
+            return
+        self.header["outputs"][rel] = self.write_output(rel, write)
+        self._write_manifest()
+
+    def set_weights(self, sha256: str | None) -> None:
+        """Record the loaded model's weights hash; refuse a model other than the one of the finished images."""
+        recorded = self.header["weights_sha256"]
+        if sha256 is None or recorded == sha256:
+            return
+        if recorded is not None and self.entries:
+            raise RoiPromptError(
+                f"--out {shown(self.out)} holds results of a model with other weights (SHA-256 {recorded[:12]}..., "
+                f"now {sha256[:12]}...); give --overwrite to replace them, or choose another --out")
+        self.header["weights_sha256"] = sha256
+        self._write_manifest()
+
+    # -- per image ----------------------------------------------------------------------------------------------
+    def write_output(self, rel: str, write: Callable[[Path], Any]) -> str:
+        """``write(path)`` one output file (``rel`` to ``--out``; the writer must write atomically); its SHA-256.
+
+        Raises:
+            StopRun: an OSError (full disk, permissions): the message names the file.
+        """
+        path = self.out / rel
+        try:
+            write(path)
+            return sha256_file(path)
+        except OSError as err:
+            raise StopRun(self._stop_message(path, err)) from None
+
+    def _stop_message(self, path: Path, err: OSError) -> str:
+        return (f"cannot write {shown(path)}: {err.strerror or err}. Stopped; the {len(self.entries)} image(s) "
+                "finished are kept: rerun the same command to resume once this is fixed")
+
+    def add(self, path: Path, outputs: Mapping[str, str], rows: Sequence[Mapping[str, str]]) -> None:
+        """Record a finished input (its outputs already on disk): append its manifest line, then its CSV rows."""
+        stem = self.stems[path]
+        entry = {"input": str(path), "sha256": self.hashes[path], "stem": stem, "outputs": dict(outputs),
+                 "rows": [dict(r) for r in rows]}
+        try:
+            with open(self.manifest, "a", encoding="ascii") as f:
+                f.write(_dumps(entry) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            raise StopRun(self._stop_message(self.manifest, err)) from None
+        self.entries[stem] = entry
+        try:
+            with open(self.predictions, "a", newline="", encoding="utf-8") as f:
+                f.write(self._csv_text([path], header=False))
+        except OSError as err:
+            raise StopRun(self._stop_message(self.predictions, err)) from None
+
+    # -- canonical files ----------------------------------------------------------------------------------------
+    def _done(self) -> list[Path]:
+        return [path for path in self.inputs if self.stems[path] in self.entries]
+
+    def _manifest_bytes(self) -> bytes:
+        lines = [self.header, *(self.entries[self.stems[path]] for path in self._done())]
+        return "".join(_dumps(line) + "\n" for line in lines).encode("ascii")
+
+    def _csv_text(self, paths: Sequence[Path], header: bool = True) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        if header:
+            writer.writerow(PREDICTION_COLUMNS)
+        for path in paths:
+            for row in self.entries[self.stems[path]]["rows"]:
+                writer.writerow([self.labels[path], *(row.get(c, "") for c in PREDICTION_COLUMNS[1:])])
+        return buffer.getvalue()
+
+    def _write_manifest(self) -> None:
+        self._replace(self.manifest, self._manifest_bytes())
+
+    def _replace(self, path: Path, data: bytes) -> None:
+        try:
+            if path.is_file() and path.read_bytes() == data:
+                return  # unchanged: not even touched
+            atomic_write_bytes(path, data)
+        except OSError as err:
+            raise StopRun(self._stop_message(path, err)) from None
+
+    def rewrite(self) -> None:
+        """Rewrite the manifest (the run, then the finished inputs in input order) and predictions.csv from it,
+        atomically, leaving files whose bytes are already right untouched."""
+        self._write_manifest()
+        self._replace(self.predictions, self._csv_text(self._done()).encode("utf-8"))
+
+
+# -- the loop ---------------------------------------------------------------------------------------------------
+def process(run: BatchRun, *, command: str, argv: Sequence[str], verb: str, read: Callable[[Path], Any],
+            load: Callable[[], Any], predict: Callable[[Path, Any], Any],
+            write: Callable[[Path, Any, Any], tuple[dict[str, str], list[dict], list[str]]]) -> int:
+    """Run the pending inputs of an opened ``run``, one at a time: ``read(path)``, ``load()`` once before the first
+    prediction (so nothing is loaded when nothing is left or every file is bad), ``predict(path, image)``, then
+    ``write(path, image, result) -> (outputs {rel: sha256}, rows, console warnings)``, then :meth:`BatchRun.add`.
+
+    A bad file (RoiPromptError) is reported and skipped; an unexpected exception for one image is reported, its
+    traceback kept for the log, and the rest goes on; an output that cannot be written (:class:`StopRun`) stops
+    the run. Returns the exit status: 3 if any image hit an unexpected exception, else 1 if any file was
+    skipped, else 0.
+    """
+    console = _console()
+    failures: list[str] = []
+    errors: list[tuple[str, str, str]] = []  # (image, one-line summary, traceback)
+    for message in run.unreadable:
+        console.print(f"[red]skipped[/red] {escape(message)}")
+        failures.append(message)
+    stopped = False
+    try:
+        if run.pending:
+            _run_pending(run, read, load, predict, write, verb, failures, errors)
+    except StopRun:
+        stopped = True
+        raise
+    finally:
+        try:
+            run.rewrite()  # predictions.csv in input order, exactly the images whose outputs are on disk
+        except StopRun:
+            if not stopped:
+                raise
+    done = len(run.entries)
+    earlier = f" ({run.resumed} of them done by an earlier run)" if run.resumed else ""
+    failed = f", {len(errors)} failed" if errors else ""
+    console.print(f"{done} segmented, {len(failures)} skipped{failed}{earlier}: masks, overlays and "
+                  f"{PREDICTIONS} in {escape(shown(run.out))}")
+    if failures:
+        console.print(f"[red]skipped {len(failures)} file(s):[/red]")
+        for message in failures:
+            console.print(f"  {escape(message)}")
+    if not errors:
+        return 1 if failures else 0
+    from ._common import write_error_log
+
+    text = "".join(f"== {label}: {summary}\n{tb}\n" for label, summary, tb in errors)
+    try:
+        where = f"the traceback(s) are in {shown(write_error_log(command, argv, text))}"
+    except OSError as err:
+        where = f"the log could not be written ({err.strerror or err})"
+    console.print(f"[red]failed {len(errors)} file(s) with an internal error:[/red]")
+    for label, summary, _ in errors:
+        console.print(f"  {escape(label)}: {escape(summary)} (see the log)")
+    print(f"roiprompt {command}: internal error on {len(errors)} image(s) (first: {errors[0][0]}: {errors[0][1]}); "
+          f"{where}", file=sys.stderr)
+    return 3
+
+
+def _run_pending(run: BatchRun, read: Callable, load: Callable, predict: Callable, write: Callable, verb: str,
+                 failures: list[str], errors: list[tuple[str, str, str]]) -> None:
+    """The per-image loop of :func:`process`: bad files go to ``failures``, unexpected exceptions to ``errors``."""
+    loaded = False
+    with _progress() as bar:
+        task = bar.add_task(verb, total=len(run.pending))
+        for path in run.pending:
+            stage = "read"
+            try:
+                image = read(path)
+                if not loaded:
+                    stage = "load"
+                    load()
+                    loaded = True
+                stage = "predict"
+                result = predict(path, image)
+                outputs, rows, warnings = write(path, image, result)
+            except StopRun:
+                raise
+            except Exception as err:  # noqa: BLE001 - sorted below
+                if stage == "load":  # the run's error (bad weights: exit 2; a bug: exit 3), not one image's
+                    raise
+                if isinstance(err, RoiPromptError):  # a bad file: skipped, reported as it comes and at the end
+                    failures.append(str(err))
+                    bar.console.print(f"[red]skipped[/red] {escape(str(err))}")
+                else:  # one image's bug: logged, the rest goes on
+                    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                    summary = f"{type(err).__name__}: {message}" if message else type(err).__name__
+                    errors.append((shown(path), summary, traceback.format_exc()))
+                    bar.console.print(f"[red]failed[/red] {escape(shown(path))}: internal error "
+                                      f"({escape(summary)}); see the log")
+            else:
+                run.add(path, outputs, rows)
+                for warning in warnings:
+                    bar.console.print(f"[yellow]warning[/yellow] {escape(warning)}")
+            bar.advance(task)
