@@ -4,7 +4,6 @@ skip reports, the ``--backbone`` option, error messages in CLI terms, and the lo
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import re
 import sys
@@ -21,10 +20,8 @@ SAM_BACKBONES = ("litemedsam", "sam", "medsam", "sam2")
 #: Backbones registered for tests only (tiny random models): accepted, never offered in help or error messages.
 INTERNAL_BACKBONE_PREFIX = "test-"
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".gif")
-
 #: Columns of ``predictions.csv``, the same for every command that writes masks (``segment``, ``oneshot``).
-PREDICTION_COLUMNS = ("image", "structure", "iou_pred", "quality", "area_px", "warning")
+PREDICTION_COLUMNS = ("image", "slice", "structure", "iou_pred", "quality", "area_px", "warning")
 #: The score columns: keys of a prediction's ``scores``; a score the method does not give is an empty cell.
 SCORE_COLUMNS = ("iou_pred", "quality")
 #: Codes of the ``warning`` column (several are joined with ``;``).
@@ -43,8 +40,11 @@ OUTPUT_LAYOUT = (
     "Writes to --out: masks/<stem>_<structure>.png (one 0/255 PNG per image and structure; <stem> is the file "
     "name without its image extension, a.1.png -> a.1; inputs sharing a stem get their extension added, a.png and "
     "a.jpg -> a_png and a_jpg, and those still sharing one, like the same name in several folders, _2, _3, ... in "
-    "input order), overlays/<stem>.png, predictions.csv with one row per image and structure and the columns "
-    + ",".join(PREDICTION_COLUMNS) + " (iou_pred: the model's predicted IoU; quality: the method's own quality flag "
+    "input order; a slice of a NIfTI volume adds its axis and index, case_z040), overlays/<stem>.png, for NIfTI "
+    "inputs also masks/<stem>_<structure>.nii.gz (the slices' masks in the input's voxel grid and affine), "
+    "predictions.csv with one row per image and structure and the columns "
+    + ",".join(PREDICTION_COLUMNS) + " (slice: z=40 for a slice of a volume, else empty; iou_pred: the model's "
+    "predicted IoU; quality: the method's own quality flag "
     "in [0, 1], empty when it gives none; area_px: mask pixels; warning: blank, or codes joined with ';': "
     + "; ".join(f"{code} ({what})" for code, what in WARNINGS.items()) + "), and manifest.jsonl (the run's "
     "settings, then one JSON line per finished input with its SHA-256 and its outputs' SHA-256). Each image's "
@@ -68,13 +68,6 @@ def _progress():
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     transient=False, console=_console())  # lines printed through its console do not wrap at 80
 
-
-def _list_images(target: Path) -> list[Path]:
-    if target.is_dir():
-        return sorted(p for p in target.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
-    if target.exists():
-        return [target]
-    return sorted(Path(p) for p in glob.glob(str(target)))
 
 
 def _stem(path: Path) -> str:

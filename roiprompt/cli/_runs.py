@@ -25,6 +25,7 @@ are never mixed). Files of earlier runs that the manifest does not list stay on 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -40,6 +41,7 @@ import numpy as np
 
 from ..errors import RoiPromptError, shown
 from ..files import atomic_write_bytes, sha256_file
+from ._inputs import Input
 from ._common import PREDICTION_COLUMNS, SCORE_COLUMNS, _console, _mask_name, _progress, _score
 
 MANIFEST = "manifest.jsonl"
@@ -69,15 +71,18 @@ def output_files(stem: str, structures: Iterable[str]) -> list[str]:
     return [f"masks/{_mask_name(stem, s)}" for s in structures] + [f"overlays/{stem}.png"]
 
 
-def output_stems(images: Sequence[Path], structures: Sequence[str], reserved: Iterable[str] = ()) -> dict[Path, str]:
+def output_stems(inputs: Sequence[Input], structures: Sequence[str],
+                 reserved: Iterable[str] = ()) -> dict[Input, str]:
     """``{input: output stem}``, every input's output files distinct (compared ignoring case, as macOS and Windows
     do) and none of them one of ``reserved`` (relative paths such as ``overlays/reference.png``).
 
     The stem is the file name without its image extension (``a.1.png`` -> ``a.1``, ``case.nii.gz`` -> ``case``).
     Inputs sharing a stem with different extensions get theirs added (``a.png``, ``a.jpg`` -> ``a_png``,
     ``a_jpg``); a stem whose files are still taken (the same name in several folders, a reserved name) gets
-    ``_2``, ``_3``, ... in input order, the first one keeping its name. Deterministic for a given input list.
+    ``_2``, ``_3``, ... in input order, the first one keeping its name. A slice of a NIfTI volume adds its axis
+    and index (``case_z040``). Deterministic for a given input list.
     """
+    images = list(dict.fromkeys(item.path for item in inputs))  # each file once, in input order
     parts = {path: _base_and_extension(path) for path in images}
     counts = Counter(base.casefold() for base, _ in parts.values())
     extensions: dict[str, set[str]] = defaultdict(set)
@@ -95,19 +100,46 @@ def output_stems(images: Sequence[Path], structures: Sequence[str], reserved: It
             stem = f"{preferred}_{n}"
         taken |= {f.casefold() for f in output_files(stem, structures)}
         stems[path] = stem
-    return stems
+    out: dict[Input, str] = {}
+    for item in inputs:
+        preferred = stems[item.path] + item.suffix()
+        stem, n = preferred, 1
+        while item.slice is not None and {f.casefold() for f in output_files(stem, structures)} & taken:
+            n += 1
+            stem = f"{preferred}_{n}"
+        taken |= {f.casefold() for f in output_files(stem, structures)}
+        out[item] = stem
+    return out
 
 
-def image_labels(images: Sequence[Path]) -> dict[Path, str]:
-    """The ``image`` cell of each input: its file name, or the path as listed where several inputs share a name."""
-    names = Counter(path.name for path in images)
-    return {path: shown(path.name if names[path.name] == 1 else path) for path in images}
+def volume_stems(inputs: Sequence[Input], stems: Mapping[Input, str]) -> dict[Path, str]:
+    """``{NIfTI file: stem of its mask volumes}``: the stem of its slices without the slice suffix."""
+    out: dict[Path, str] = {}
+    for item in inputs:
+        if item.is_nifti and item.path not in out:
+            stem = stems[item]
+            out[item.path] = stem[: len(stem) - len(item.suffix())] if item.suffix() else stem
+    return out
+
+
+def image_labels(inputs: Sequence[Input]) -> dict[Input, str]:
+    """The ``image`` cell of each input: its file name, or the path as listed where several files share a name."""
+    names = Counter(path.name for path in dict.fromkeys(item.path for item in inputs))
+    return {item: shown(item.path.name if names[item.path.name] == 1 else item.path) for item in inputs}
 
 
 def prediction_row(structure: str, scores: Mapping[str, Any], mask: np.ndarray, warnings: Sequence[str]) -> dict:
     """One structure's row of ``predictions.csv`` (without the image cell), as the manifest stores it."""
     return {"structure": structure, **{k: _score(scores.get(k)) for k in SCORE_COLUMNS},
             "area_px": str(int(np.count_nonzero(mask))), "warning": ";".join(warnings)}
+
+
+def _input_fields(item: Input) -> dict[str, Any]:
+    """How a manifest line names its input: the file, and the slice of a volume."""
+    fields: dict[str, Any] = {"input": str(item.path)}
+    if item.slice is not None:
+        fields.update(slice=item.slice, axis=item.axis)
+    return fields
 
 
 # -- the run ----------------------------------------------------------------------------------------------------
@@ -149,7 +181,7 @@ class BatchRun:
         overwrite: redo every input and replace the manifest, whatever the folder holds.
     """
 
-    def __init__(self, out: Path, settings: Mapping[str, Any], inputs: Sequence[Path], stems: Mapping[Path, str],
+    def __init__(self, out: Path, settings: Mapping[str, Any], inputs: Sequence[Input], stems: Mapping[Input, str],
                  overwrite: bool = False) -> None:
         self.out = Path(out)
         self.settings = json.loads(_dumps(dict(settings)))  # as it reads back from the manifest (lists, not tuples)
@@ -160,8 +192,8 @@ class BatchRun:
         self.header: dict[str, Any] = {"roiprompt_run": MANIFEST_FORMAT, "settings": self.settings,
                                        "weights_sha256": None, "outputs": {}}
         self.entries: dict[str, dict] = {}  # stem -> manifest line of a finished input
-        self.hashes: dict[Path, str] = {}
-        self.pending: list[Path] = []
+        self.hashes: dict[Input, str] = {}
+        self.pending: list[Input] = []
         self.unreadable: list[str] = []
         self.resumed = 0
 
@@ -193,20 +225,25 @@ class BatchRun:
                 outputs = header.get("outputs")
                 self.header["outputs"] = dict(outputs) if isinstance(outputs, dict) else {}
         by_stem = {entry["stem"]: entry for entry in previous}  # a later line for a stem replaces an earlier one
-        for path in self.inputs:
-            try:
-                digest = sha256_file(path)
-            except OSError as err:
-                self.unreadable.append(f"{shown(path)}: cannot read: {err.strerror or err}")
+        file_hashes: dict[Path, str | None] = {}  # the slices of a volume share its file: hashed once
+        for item in self.inputs:
+            if item.path not in file_hashes:
+                try:
+                    file_hashes[item.path] = sha256_file(item.path)
+                except OSError as err:
+                    file_hashes[item.path] = None
+                    self.unreadable.append(f"{shown(item.path)}: cannot read: {err.strerror or err}")
+            digest = file_hashes[item.path]
+            if digest is None:
                 continue
-            self.hashes[path] = digest
-            stem = self.stems[path]
+            self.hashes[item] = digest
+            stem = self.stems[item]
             entry = by_stem.get(stem)
             if entry is not None and entry["sha256"] == digest and self._intact(entry["outputs"]):
-                self.entries[stem] = {**entry, "input": str(path)}
+                self.entries[stem] = {**entry, **_input_fields(item)}
                 self.resumed += 1
             else:
-                self.pending.append(path)
+                self.pending.append(item)
         self.rewrite()
         return self
 
@@ -269,10 +306,11 @@ class BatchRun:
             return False
 
     # -- run-level outputs and the model ----------------------------------------------------------------------
-    def run_output(self, rel: str, write: Callable[[Path], Any]) -> None:
-        """Write one of the run's own files (``overlays/reference.png``) unless it is on disk as recorded."""
+    def run_output(self, rel: str, write: Callable[[Path], Any], force: bool = False) -> None:
+        """Write one of the run's own files (``overlays/reference.png``, NIfTI mask volumes) unless it is on disk as
+        recorded (``force``: write it anyway; a file whose bytes come out the same is not a change)."""
         recorded = self.header["outputs"].get(rel)
-        if recorded is not None and self._intact({rel: recorded}):
+        if not force and recorded is not None and self._intact({rel: recorded}):
             return
         self.header["outputs"][rel] = self.write_output(rel, write)
         self._write_manifest()
@@ -307,10 +345,10 @@ class BatchRun:
         return (f"cannot write {shown(path)}: {err.strerror or err}. Stopped; the {len(self.entries)} image(s) "
                 "finished are kept: rerun the same command to resume once this is fixed")
 
-    def add(self, path: Path, outputs: Mapping[str, str], rows: Sequence[Mapping[str, str]]) -> None:
+    def add(self, item: Input, outputs: Mapping[str, str], rows: Sequence[Mapping[str, str]]) -> None:
         """Record a finished input (its outputs already on disk): append its manifest line, then its CSV rows."""
-        stem = self.stems[path]
-        entry = {"input": str(path), "sha256": self.hashes[path], "stem": stem, "outputs": dict(outputs),
+        stem = self.stems[item]
+        entry = {**_input_fields(item), "sha256": self.hashes[item], "stem": stem, "outputs": dict(outputs),
                  "rows": [dict(r) for r in rows]}
         try:
             with open(self.manifest, "a", encoding="ascii") as f:
@@ -322,26 +360,26 @@ class BatchRun:
         self.entries[stem] = entry
         try:
             with open(self.predictions, "a", newline="", encoding="utf-8") as f:
-                f.write(self._csv_text([path], header=False))
+                f.write(self._csv_text([item], header=False))
         except OSError as err:
             raise StopRun(self._stop_message(self.predictions, err)) from None
 
     # -- canonical files ----------------------------------------------------------------------------------------
-    def _done(self) -> list[Path]:
-        return [path for path in self.inputs if self.stems[path] in self.entries]
+    def _done(self) -> list[Input]:
+        return [item for item in self.inputs if self.stems[item] in self.entries]
 
     def _manifest_bytes(self) -> bytes:
-        lines = [self.header, *(self.entries[self.stems[path]] for path in self._done())]
+        lines = [self.header, *(self.entries[self.stems[item]] for item in self._done())]
         return "".join(_dumps(line) + "\n" for line in lines).encode("ascii")
 
-    def _csv_text(self, paths: Sequence[Path], header: bool = True) -> str:
+    def _csv_text(self, items: Sequence[Input], header: bool = True) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         if header:
             writer.writerow(PREDICTION_COLUMNS)
-        for path in paths:
-            for row in self.entries[self.stems[path]]["rows"]:
-                writer.writerow([self.labels[path], *(row.get(c, "") for c in PREDICTION_COLUMNS[1:])])
+        for item in items:
+            for row in self.entries[self.stems[item]]["rows"]:
+                writer.writerow([self.labels[item], item.slice_cell(), *(row.get(c, "") for c in PREDICTION_COLUMNS[2:])])
         return buffer.getvalue()
 
     def _write_manifest(self) -> None:
@@ -355,6 +393,34 @@ class BatchRun:
         except OSError as err:
             raise StopRun(self._stop_message(path, err)) from None
 
+    def write_volumes(self) -> None:
+        """Each NIfTI input's masks as one uint8 volume per structure, ``masks/<stem>_<structure>.nii.gz``, in the
+        input's voxel grid with its affine: the finished slices' PNG masks put back where they were read from."""
+        from ..data import read_mask, write_mask_nifti
+
+        volumes = volume_stems(self.inputs, self.stems)
+        done = self._done()
+        for path, stem in volumes.items():
+            slices = [item for item in done if item.path == path]
+            if not slices:
+                continue
+            structures = list(dict.fromkeys(row["structure"] for item in slices
+                                            for row in self.entries[self.stems[item]]["rows"]))
+            for structure in structures:
+                rels = {item.slice or 0: f"masks/{_mask_name(self.stems[item], structure)}" for item in slices}
+                rel = f"masks/{_mask_name(stem, structure).removesuffix('.png')}.nii.gz"
+                # the volume is derived from its slices' masks: rewritten only when they changed
+                source = hashlib.sha256(_dumps({k: self.entries[self.stems[item]]["outputs"].get(rels[k])
+                                                for item in slices for k in [item.slice or 0]}).encode()).hexdigest()
+                sources = self.header.setdefault("volume_sources", {})
+                recorded = self.header["outputs"].get(rel)
+                if sources.get(rel) == source and recorded is not None and self._intact({rel: recorded}):
+                    continue
+                masks = {k: read_mask(self.out / r, allow_empty=True) for k, r in rels.items()}
+                sources[rel] = source
+                self.run_output(rel, lambda p, m=masks, a=slices[0].axis: write_mask_nifti(p, path, m, axis=a),
+                                force=True)
+
     def rewrite(self) -> None:
         """Rewrite the manifest (the run, then the finished inputs in input order) and predictions.csv from it,
         atomically, leaving files whose bytes are already right untouched."""
@@ -363,12 +429,13 @@ class BatchRun:
 
 
 # -- the loop ---------------------------------------------------------------------------------------------------
-def process(run: BatchRun, *, command: str, argv: Sequence[str], verb: str, read: Callable[[Path], Any],
-            load: Callable[[], Any], predict: Callable[[Path, Any], Any],
-            write: Callable[[Path, Any, Any], tuple[dict[str, str], list[dict], list[str]]]) -> int:
-    """Run the pending inputs of an opened ``run``, one at a time: ``read(path)``, ``load()`` once before the first
-    prediction (so nothing is loaded when nothing is left or every file is bad), ``predict(path, image)``, then
-    ``write(path, image, result) -> (outputs {rel: sha256}, rows, console warnings)``, then :meth:`BatchRun.add`.
+def process(run: BatchRun, *, command: str, argv: Sequence[str], verb: str, load: Callable[[], Any],
+            predict: Callable[[Input, Any], Any],
+            write: Callable[[Input, Any, Any], tuple[dict[str, str], list[dict], list[str]]]) -> int:
+    """Run the pending inputs of an opened ``run``, one at a time: ``item.read()``, ``load()`` once before the first
+    prediction (so nothing is loaded when nothing is left or every file is bad), ``predict(item, image)``, then
+    ``write(item, image, result) -> (outputs {rel: sha256}, rows, console warnings)``, then :meth:`BatchRun.add`.
+    NIfTI inputs also get their masks as volumes in the input's grid (:meth:`BatchRun.write_volumes`).
 
     A bad file (RoiPromptError) is reported and skipped; an unexpected exception for one image is reported, its
     traceback kept for the log, and the rest goes on; an output that cannot be written (:class:`StopRun`) stops
@@ -384,7 +451,8 @@ def process(run: BatchRun, *, command: str, argv: Sequence[str], verb: str, read
     stopped = False
     try:
         if run.pending:
-            _run_pending(run, read, load, predict, write, verb, failures, errors)
+            _run_pending(run, load, predict, write, verb, failures, errors)
+        run.write_volumes()
     except StopRun:
         stopped = True
         raise
@@ -420,23 +488,23 @@ def process(run: BatchRun, *, command: str, argv: Sequence[str], verb: str, read
     return 3
 
 
-def _run_pending(run: BatchRun, read: Callable, load: Callable, predict: Callable, write: Callable, verb: str,
+def _run_pending(run: BatchRun, load: Callable, predict: Callable, write: Callable, verb: str,
                  failures: list[str], errors: list[tuple[str, str, str]]) -> None:
     """The per-image loop of :func:`process`: bad files go to ``failures``, unexpected exceptions to ``errors``."""
     loaded = False
     with _progress() as bar:
         task = bar.add_task(verb, total=len(run.pending))
-        for path in run.pending:
+        for item in run.pending:
             stage = "read"
             try:
-                image = read(path)
+                image = item.read()
                 if not loaded:
                     stage = "load"
                     load()
                     loaded = True
                 stage = "predict"
-                result = predict(path, image)
-                outputs, rows, warnings = write(path, image, result)
+                result = predict(item, image)
+                outputs, rows, warnings = write(item, image, result)
             except StopRun:
                 raise
             except Exception as err:  # noqa: BLE001 - sorted below
@@ -448,11 +516,11 @@ def _run_pending(run: BatchRun, read: Callable, load: Callable, predict: Callabl
                 else:  # one image's bug: logged, the rest goes on
                     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
                     summary = f"{type(err).__name__}: {message}" if message else type(err).__name__
-                    errors.append((shown(path), summary, traceback.format_exc()))
-                    bar.console.print(f"[red]failed[/red] {escape(shown(path))}: internal error "
+                    errors.append((str(item), summary, traceback.format_exc()))
+                    bar.console.print(f"[red]failed[/red] {escape(str(item))}: internal error "
                                       f"({escape(summary)}); see the log")
             else:
-                run.add(path, outputs, rows)
+                run.add(item, outputs, rows)
                 for warning in warnings:
                     bar.console.print(f"[yellow]warning[/yellow] {escape(warning)}")
             bar.advance(task)

@@ -8,18 +8,40 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import RoiPromptError, shown
-from ._common import (IMAGE_SUFFIXES, OUTPUT_LAYOUT, SAM_BACKBONES, _console, _is_structure_name, _list_images,
-                      _mask_name, backbone_option)
+from ..errors import RoiPromptError
+from ._common import OUTPUT_LAYOUT, SAM_BACKBONES, _console, _is_structure_name, _mask_name, backbone_option
+from ._inputs import IMAGE_SUFFIXES, Input, add_slice_options, list_inputs
 from ._runs import BatchRun, output_stems, prediction_row, process
 from .segment import _weights_setting
 
 
-def _reference_masks(specs: Sequence[str], image_hw: tuple[int, int]) -> tuple[dict[str, np.ndarray], list[Path]]:
-    """``--reference-mask`` values (``PATH`` or ``NAME=PATH``) -> ({structure: HxW bool mask}, the mask files)."""
-    from ..data import read_mask
+def _parse_labels(text: str) -> dict:
+    """``--labels 1=liver,2=spleen`` (or ``'#ff0000=lesion'``) -> ``{1: "liver", 2: "spleen"}``."""
+    from ..data.masks import parse_label
+
+    labels: dict = {}
+    for part in text.split(","):
+        value, sep, name = part.partition("=")
+        if not sep or not _is_structure_name(name.strip()):
+            raise RoiPromptError(f"--labels {text!r}: give VALUE=NAME pairs separated by commas, e.g. "
+                                 "--labels 1=liver,2=spleen or --labels '#ff0000=lesion'")
+        labels[parse_label(value)] = name.strip()
+    return labels
+
+
+def _reference_masks(args: argparse.Namespace, image_hw: tuple[int, int]) -> tuple[dict[str, np.ndarray], list[Path]]:
+    """``--reference-mask`` values (``PATH`` or ``NAME=PATH``), converted as ``--mask-threshold`` / ``--labels``
+    say -> ({structure: HxW bool mask}, the mask files)."""
+    from ..data import read_label_map, read_mask
     from ..methods.oneshot import DEFAULT_STRUCTURE
 
+    specs: Sequence[str] = args.reference_mask
+    where = {"slice": args.reference_slice, "axis": args.axis}
+    if args.labels is not None:
+        if len(specs) != 1 or "=" in specs[0] and not Path(specs[0]).exists():
+            raise RoiPromptError("--labels reads several structures from one label map: give one --reference-mask "
+                                 "LABELMAP (no NAME=)")
+        return read_label_map(specs[0], _parse_labels(args.labels), image_hw=image_hw, **where), [Path(specs[0])]
     masks: dict[str, np.ndarray] = {}
     paths: list[Path] = []
     for spec in specs:
@@ -32,7 +54,7 @@ def _reference_masks(specs: Sequence[str], image_hw: tuple[int, int]) -> tuple[d
         if name in masks:
             raise RoiPromptError(f"--reference-mask: structure {name!r} given twice; name each mask with NAME=MASK "
                                  "(e.g. --reference-mask left_lung=a.png --reference-mask heart=b.png)")
-        masks[name] = read_mask(path, image_hw=image_hw)
+        masks[name] = read_mask(path, image_hw=image_hw, threshold=args.mask_threshold, **where)
         paths.append(Path(path))
     return masks, paths
 
@@ -59,10 +81,11 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
 
     # Bad reference inputs fail here, before the model is loaded.
     ref_path = Path(args.reference)
-    ref_image = read_image(ref_path)
-    ref_masks, mask_paths = _reference_masks(args.reference_mask, ref_image.shape[:2])
+    ref_image = read_image(ref_path, slice=args.reference_slice, axis=args.axis)
+    ref_masks, mask_paths = _reference_masks(args, ref_image.shape[:2])
     reference_files = [ref_path, *mask_paths]  # never targets, even when they sit in the target folder
-    images = [p for p in _list_images(Path(args.images)) if not any(_same_file(p, r) for r in reference_files)]
+    images = [item for item in list_inputs(Path(args.images), args.slice, args.axis)
+              if not any(_same_file(item.path, r) for r in reference_files)]
     if not images:
         raise RoiPromptError(f"{args.images}: no target images found besides the reference (looked for "
                              f"{', '.join(IMAGE_SUFFIXES)})")
@@ -78,8 +101,10 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
                 "weights": _weights_setting(args.weights),
                 # what changes the masks; the embedding cache (--cache-dir) only changes how fast they come
                 "config": {k: v for k, v in config.items() if k not in ("weights", "cache_dir")},
-                "reference": {"image_sha256": sha256_file(ref_path),
-                              "masks": [[name, sha256_file(path)] for name, path in zip(structures, mask_paths)]},
+                "reference": {"image_sha256": sha256_file(ref_path), "slice": args.reference_slice,
+                              "masks": [[name, sha256_file(path)] for name, path in zip(structures, mask_paths)],
+                              "mask_threshold": args.mask_threshold, "labels": args.labels},
+                "slice": args.slice, "axis": args.axis,
                 "roiprompt": __version__}
     reference_overlay = f"overlays/{REFERENCE_OVERLAY}.png"
     run = BatchRun(Path(args.out), settings, images, output_stems(images, structures, reserved=[reference_overlay]),
@@ -97,11 +122,11 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         method.set_reference(ref_image, ref_masks, source=str(ref_path))
         state["method"] = method
 
-    def predict(path: Path, image: np.ndarray):
-        return state["method"].predict_all(image, source=str(path))
+    def predict(item: Input, image: np.ndarray):
+        return state["method"].predict_all(image, source=str(item))
 
-    def write(path: Path, image: np.ndarray, preds):
-        stem = run.stems[path]
+    def write(item: Input, image: np.ndarray, preds):
+        stem = run.stems[item]
         outputs = {}
         for structure, pred in preds.items():
             rel = f"masks/{_mask_name(stem, structure)}"
@@ -112,12 +137,12 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         for structure, pred in preds.items():
             empty = not pred.mask.any()
             if empty:
-                warnings.append(f"{shown(path)}: the {structure} mask is empty")
+                warnings.append(f"{item}: the {structure} mask is empty")
             rows.append(prediction_row(structure, pred.scores, pred.mask, ["empty"] if empty else []))
         return outputs, rows, warnings
 
-    return process(run, command="oneshot", argv=args.argv, verb=f"{args.method}: segmenting", read=read_image,
-                   load=load, predict=predict, write=write)
+    return process(run, command="oneshot", argv=args.argv, verb=f"{args.method}: segmenting", load=load,
+                   predict=predict, write=write)
 
 
 #: Overlay of the reference with its masks: ``overlays/reference.png``.
@@ -142,12 +167,22 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
                    help="binary mask of the reference, the size of the image; repeat with NAME=MASK for several "
                         "structures (e.g. --reference-mask left_lung=a.png --reference-mask heart=b.png); a plain "
                         "path names the structure 'roi'")
+    p.add_argument("--mask-threshold", type=float, metavar="T",
+                   help="binarise a reference mask that is not binary (soft, grey or a lossy JPEG): foreground where "
+                        "the value is >= T (e.g. 128 for a JPEG, 0.5 for probabilities); masks must be binary "
+                        "otherwise")
+    p.add_argument("--labels", metavar="V=NAME,...",
+                   help="the reference mask is a label map: one structure per value, e.g. 1=liver,2=spleen (or "
+                        "'#ff0000=lesion' for a colour label map)")
+    p.add_argument("--reference-slice", type=int, metavar="N",
+                   help="the reference is a NIfTI volume: its slice N (along --axis), for the image and its masks")
     p.add_argument("--images", required=True, metavar="DIR_OR_GLOB",
                    help="target images: a folder, a glob or a file (the reference and its masks are left out)")
     p.add_argument("--out", required=True,
                    help="output folder (masks/, overlays/, predictions.csv, manifest.jsonl); a rerun resumes")
     p.add_argument("--overwrite", action="store_true",
                    help="redo every image, replacing the results in --out (default: resume, skipping finished ones)")
+    add_slice_options(p)
     p.add_argument("--method", default=DEFAULT_METHOD, choices=methods, help=f"default: {DEFAULT_METHOD}")
     p.add_argument("--backbone", **backbone_option(SAM_BACKBONES))
     p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import RoiPromptError, shown
-from ._common import (IMAGE_SUFFIXES, OUTPUT_LAYOUT, SAM_BACKBONES, _list_images, _mask_name, _structure_name,
-                      backbone_option)
+from ..errors import RoiPromptError
+from ._common import OUTPUT_LAYOUT, SAM_BACKBONES, _mask_name, _structure_name, backbone_option
+from ._inputs import IMAGE_SUFFIXES, Input, add_slice_options, list_inputs
 from ._runs import BatchRun, output_stems, prediction_row, process
 
 #: Structure name of the masks ``segment`` writes unless ``--structure`` names it (the name a single-structure
@@ -24,9 +24,9 @@ def _weights_setting(weights: str | None) -> str | None:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..data import read_image, write_mask_png, write_overlay_png
+    from ..data import write_mask_png, write_overlay_png
 
-    images = _list_images(Path(args.images))
+    images = list_inputs(Path(args.images), args.slice, args.axis)
     if not images:
         raise RoiPromptError(f"{args.images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     if args.box is None and not args.point and not args.negative_point:
@@ -36,7 +36,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     structure = args.structure
     settings = {"command": "segment", "backbone": args.backbone, "weights": _weights_setting(args.weights),
                 "box": args.box, "points": args.point or [], "negative_points": args.negative_point or [],
-                "structure": structure, "roiprompt": __version__}
+                "structure": structure, "slice": args.slice, "axis": args.axis, "roiprompt": __version__}
     run = BatchRun(Path(args.out), settings, images, output_stems(images, [structure]),
                    overwrite=args.overwrite).open()
     state: dict = {}
@@ -52,18 +52,18 @@ def cmd_segment(args: argparse.Namespace) -> int:
         # without a box then give a near-empty mask, and every such row is marked.
         state["points_only"] = bool(points) and args.box is None and not getattr(backbone, "point_prompts", True)
 
-    def predict(path: Path, image: np.ndarray):
+    def predict(item: Input, image: np.ndarray):
         predictor = state["predictor"]
-        predictor.set_image(image, source=str(path))
+        predictor.set_image(image, source=str(item))
         res = predictor.predict(points=np.array(points, float) if points else None,
                                 point_labels=np.array(labels) if points else None,
                                 box=np.array(args.box, float) if args.box else None)
         mask, iou, _ = res.best()
         return mask, iou
 
-    def write(path: Path, image: np.ndarray, result):
+    def write(item: Input, image: np.ndarray, result):
         mask, iou = result
-        stem = run.stems[path]
+        stem = run.stems[item]
         mask_rel = f"masks/{_mask_name(stem, structure)}"
         outputs = {mask_rel: run.write_output(mask_rel, lambda p: write_mask_png(p, mask))}
         outputs[f"overlays/{stem}.png"] = run.write_output(
@@ -73,16 +73,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
         codes, warnings = [], []
         if state["points_only"]:
             codes.append("points_only")
-            warnings.append(f"{shown(path)}: points without a box: {args.backbone} was trained with boxes only, the "
+            warnings.append(f"{item}: points without a box: {args.backbone} was trained with boxes only, the "
                             "mask is likely poor (add --box)")
         if not mask.any():
             codes.append("empty")
-            warnings.append(f"{shown(path)}: the {structure} mask is empty")
+            warnings.append(f"{item}: the {structure} mask is empty")
         # the scores a SAM-family prediction reports everywhere (box_prompt too): quality = predicted IoU
         return outputs, [prediction_row(structure, {"iou_pred": iou, "quality": iou}, mask, codes)], warnings
 
-    return process(run, command="segment", argv=args.argv, verb="segmenting", read=read_image, load=load,
-                   predict=predict, write=write)
+    return process(run, command="segment", argv=args.argv, verb="segmenting", load=load, predict=predict,
+                   write=write)
 
 
 def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -103,6 +103,7 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
                    help="output folder (masks/, overlays/, predictions.csv, manifest.jsonl); a rerun resumes")
     p.add_argument("--overwrite", action="store_true",
                    help="redo every image, replacing the results in --out (default: resume, skipping finished ones)")
+    add_slice_options(p)
     p.add_argument("--backbone", **backbone_option(SAM_BACKBONES))
     p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")
     p.set_defaults(func=cmd_segment)

@@ -52,6 +52,34 @@ def minmax_uint8(values: np.ndarray, path: Path) -> np.ndarray:
     return values.astype(np.uint8)
 
 
+def _check_deflated_size(path: Path, max_pixels: int) -> None:
+    """Refuse a deflated DICOM whose data set inflates past what ``max_pixels`` can need, before pydicom inflates
+    it whole in memory (a 2 MB file can hold gigabytes): the stream is inflated in chunks and only counted."""
+    import zlib
+
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    meta = pydicom.filereader.read_file_meta_info(path)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    group_length = meta.get("FileMetaInformationGroupLength")
+    if group_length is None:
+        raise InputError(f"{shown(path)}: deflated DICOM without a file meta group length; re-save it uncompressed")
+    cap = 4 * max_pixels + (64 << 20)  # 16-bit RGB pixels at the limit plus a generous header
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    with open(path, "rb") as f:
+        f.seek(128 + 4 + 12 + int(group_length))  # preamble, "DICM", the group length element, the meta group
+        while chunk := f.read(1 << 20):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 24))
+                if total > cap:
+                    raise InputError(f"{shown(path)}: deflated DICOM inflates to more than {cap >> 20} MB, more "
+                                     f"than an image under the pixel limit ({max_pixels / 1e6:.0f} Mpx) needs")
+                chunk = inflater.unconsumed_tail
+
+
 def read_dicom(path: str | os.PathLike, raw: bool = False, max_pixels: int | None = None) -> np.ndarray:
     """Pixels of a single-frame DICOM.
 
@@ -67,6 +95,8 @@ def read_dicom(path: str | os.PathLike, raw: bool = False, max_pixels: int | Non
     import pydicom
 
     path = Path(path)
+    if max_pixels is not None:
+        _check_deflated_size(path, max_pixels)
     ds = pydicom.dcmread(path)
     frames = int(_number(ds, "NumberOfFrames", 1, path) or 1)
     if frames > 1:

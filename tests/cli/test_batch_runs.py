@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import contextlib
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ from PIL import Image
 
 import roiprompt
 from roiprompt.cli import main
+from roiprompt.cli._inputs import Input
 from roiprompt.cli._runs import output_stems
 from tests.conftest import data_root
 
@@ -72,18 +74,24 @@ def no_model(*args, **kwargs):
 
 
 # -- names ----------------------------------------------------------------------------------------------------
+def _stems(paths, structures, **kw) -> list[str]:
+    return list(output_stems([Input(Path(p)) for p in paths], structures, **kw).values())
+
+
 def test_output_stems_rule():
-    stems = output_stems([Path("d/a.1.png"), Path("d/a.2.png"), Path("d/c.nii.gz"), Path("d/IM.0001")], ["roi"])
-    assert list(stems.values()) == ["a.1", "a.2", "c", "IM.0001"]  # whole name minus an image extension
-    stems = output_stems([Path("d/a.jpg"), Path("d/a.png"), Path("d/a_png.bmp")], ["roi"])
-    assert list(stems.values()) == ["a_jpg", "a_png", "a_png_2"]  # extensions added; still taken: numbered
-    stems = output_stems([Path("x/s.png"), Path("y/s.png"), Path("z/S.png")], ["roi"])
-    assert list(stems.values()) == ["s", "s_2", "S_3"]  # one name in several folders (case ignored, as macOS)
-    stems = output_stems([Path("d/reference.png"), Path("d/b.png")], ["heart"], reserved=["overlays/reference.png"])
-    assert stems[Path("d/reference.png")] == "reference_2" and stems[Path("d/b.png")] == "b"
+    assert _stems(["d/a.1.png", "d/a.2.png", "d/c.nii.gz", "d/IM.0001"], ["roi"]) == ["a.1", "a.2", "c", "IM.0001"]
+    # extensions added; still taken: numbered
+    assert _stems(["d/a.jpg", "d/a.png", "d/a_png.bmp"], ["roi"]) == ["a_jpg", "a_png", "a_png_2"]
+    # one name in several folders (case ignored, as macOS)
+    assert _stems(["x/s.png", "y/s.png", "z/S.png"], ["roi"]) == ["s", "s_2", "S_3"]
+    assert _stems(["d/reference.png", "d/b.png"], ["heart"], reserved=["overlays/reference.png"]) == [
+        "reference_2", "b"]
     # a stem + structure that would meet another's mask name: a_b + c and a + b_c both give masks/a_b_c.png
-    stems = output_stems([Path("d/a.png"), Path("d/a_b.png")], ["b_c", "c"])
-    assert len({f"{s}_{t}" for s in stems.values() for t in ("b_c", "c")}) == 4
+    stems = _stems(["d/a.png", "d/a_b.png"], ["b_c", "c"])
+    assert len({f"{s}_{t}" for s in stems for t in ("b_c", "c")}) == 4
+    # slices of a volume: the axis letter and the index
+    slices = [Input(Path("d/case.nii.gz"), k, 2) for k in (0, 12)] + [Input(Path("d/case.png"))]
+    assert list(output_stems(slices, ["roi"]).values()) == ["case_nii_gz_z000", "case_nii_gz_z012", "case_png"]
 
 
 def test_segment_names_keep_dots_and_the_csv_quotes_names(tmp_path):
@@ -231,7 +239,26 @@ def test_a_run_that_finished_nothing_does_not_hold_the_folder(tmp_path, capsys):
 
 
 # -- exit codes -------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes to read-only folders")
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """Make ``folder`` read-only for this process: permissions, or, for root (who ignores them), the immutable
+    attribute, which binds root too."""
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if as_root:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.fail(f"cannot make {folder} read-only as root: chattr +i failed ({done.stderr.decode().strip()})")
+    else:
+        folder.chmod(0o555)
+    try:
+        yield folder
+    finally:
+        if as_root:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
+
+
 def test_read_only_output_folder_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
     import roiprompt.methods
     import roiprompt.models.backbones
@@ -241,16 +268,13 @@ def test_read_only_output_folder_is_refused_before_the_model_loads(tmp_path, mon
     folder = copy_images(busbra_images(2), tmp_path / "in")
     out = tmp_path / "read_only"
     out.mkdir()
-    out.chmod(0o555)
-    try:
+    ref, ref_mask = busbra_reference(tmp_path)
+    with read_only(out):
         assert main(["segment", str(folder), "--box", *BOX, "--out", str(out)]) == 2
         assert "cannot write" in capsys.readouterr().err
-        ref, ref_mask = busbra_reference(tmp_path)
         assert main(["oneshot", "--reference", str(ref), "--reference-mask", str(ref_mask), "--images", str(folder),
                      "--out", str(out / "sub")]) == 2
         assert "cannot write" in capsys.readouterr().err
-    finally:
-        out.chmod(0o755)
     assert list(out.iterdir()) == []
 
 
