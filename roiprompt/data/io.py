@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -112,7 +113,13 @@ def _kind(path: Path) -> str:
 
 def _open_pil(path: Path, limit: int) -> Image.Image:
     """Open, check the size from the header, then fully decode one frame (a truncated file fails here)."""
-    with Image.open(path) as im:
+    with warnings.catch_warnings():  # Pillow's own bomb warning: the limit below is the one that applies
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as err:  # over twice Pillow's own limit (179 Mpx): ours is lower
+            raise InputError(f"{shown(path)}: over the pixel limit ({err})") from err
+    with im:
         _check_size(path, *im.size, limit)
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
