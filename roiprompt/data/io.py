@@ -272,8 +272,9 @@ def read_mask(path: str | os.PathLike, image_hw: tuple[int, int] | None = None, 
     path = Path(path)
     values = _mask_values(path, slice, axis, max_pixels)
     lossy = split_extension(path)[1] in _LOSSY
-    mask = binarize(values, shown(path), threshold=threshold, label=label, lossy=lossy)
-    return check_mask(mask, image_hw, shown(path), allow_empty=allow_empty)
+    with _reading(path, "mask"):
+        mask = binarize(values, shown(path), threshold=threshold, label=label, lossy=lossy)
+        return check_mask(mask, image_hw, shown(path), allow_empty=allow_empty)
 
 
 def read_label_map(path: str | os.PathLike, labels: Mapping[Label, str], image_hw: tuple[int, int] | None = None,
@@ -286,8 +287,9 @@ def read_label_map(path: str | os.PathLike, labels: Mapping[Label, str], image_h
     """
     path = Path(path)
     values = _mask_values(path, slice, axis, max_pixels)
-    return {name: check_mask(mask, image_hw, f"{shown(path)} (label for {name!r})", allow_empty=allow_empty)
-            for name, mask in split_labels(values, shown(path), labels).items()}
+    with _reading(path, "mask"):
+        return {name: check_mask(mask, image_hw, f"{shown(path)} (label for {name!r})", allow_empty=allow_empty)
+                for name, mask in split_labels(values, shown(path), labels).items()}
 
 
 def write_mask_png(path: str | os.PathLike, mask: np.ndarray) -> Path:

@@ -108,6 +108,11 @@ def binarize(values: np.ndarray, source: str, *, threshold: float | None = None,
     if threshold is not None and label is not None:
         raise InputError(f"{source}: give threshold or label, not both")
     values = np.asarray(values)
+    if values.ndim not in (2, 3) or values.ndim == 3 and values.shape[2] not in (1, 3):
+        raise InputError(f"{source}: mask has shape {values.shape}; expected HxW, or HxWx3 for a colour label map")
+    if not (values.dtype == np.bool_ or np.issubdtype(values.dtype, np.integer)
+            or np.issubdtype(values.dtype, np.floating)):
+        raise InputError(f"{source}: mask has dtype {values.dtype}; expected bool or numbers")
     if values.dtype == np.bool_ and values.ndim == 2:
         return values
     if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():

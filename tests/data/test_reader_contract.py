@@ -174,3 +174,18 @@ def test_a_decoder_bug_is_still_an_input_error(tmp_path, monkeypatch):
     monkeypatch.setattr(PIL.Image.Image, "load", lambda self: (_ for _ in ()).throw(TypeError("bad tag type")))
     with pytest.raises(InputError, match=named(path) + r": cannot read image \(TypeError: bad tag type\)"):
         read_image(path)
+
+
+def test_a_two_sample_dicom_mask_is_refused_by_shape(tmp_path):
+    """Found by the fuzzer: a DICOM whose SamplesPerPixel became 2 decoded to HxWx2 and crashed the label-map
+    message with IndexError."""
+    import pydicom
+
+    path = save_dicom(tmp_path / "two.dcm", np.zeros((16, 48), np.uint8))
+    ds = pydicom.dcmread(path)
+    ds.SamplesPerPixel, ds.Columns, ds.PlanarConfiguration = 2, 24, 0
+    ds.save_as(path)
+    with pytest.raises(InputError, match=named(path)):
+        read_mask(path)
+    with pytest.raises(InputError, match=named(path)):
+        read_image(path)
