@@ -91,7 +91,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         method.fit(support)
     if args.image is not None:
         image = read_image(args.image)
-        targets = [(_stem(Path(args.image)), image, read_mask(args.mask, image.shape[:2]), None)]
+        mask = read_mask(args.mask, image.shape[:2], threshold=args.mask_threshold)
+        targets = [(_stem(Path(args.image)), image, mask, None)]
     else:
         picked = [test[i] for i in range(min(args.n, len(test)))]
         targets = [(s.id, s.image, roi_mask(dict(s.masks), method.config.structures, s.id), s.label) for s in picked]
@@ -130,7 +131,9 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views", type=int, default=1, help="augmented views per training image (default 1: fast)")
     p.add_argument("--image", help="a target image (with --mask)")
-    p.add_argument("--mask", help="the target's ROI mask, the size of the image")
+    p.add_argument("--mask", help="the target's ROI mask, the size of the image (binary: 0/1, 0/255 or 1-bit)")
+    p.add_argument("--mask-threshold", type=float, metavar="T",
+                   help="binarise a --mask that is not binary (soft, grey or a lossy JPEG): foreground where >= T")
     p.add_argument("--n", type=int, default=4, help="without --image: this many test images of the dataset")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--root", help="data root; with --dataset folder, the dataset's own folder")
