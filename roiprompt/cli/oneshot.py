@@ -83,9 +83,14 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     ref_path = Path(args.reference)
     ref_image = read_image(ref_path, slice=args.reference_slice, axis=args.axis)
     ref_masks, mask_paths = _reference_masks(args, ref_image.shape[:2])
-    reference_files = [ref_path, *mask_paths]  # never targets, even when they sit in the target folder
-    images = [item for item in list_inputs(Path(args.images), args.slice, args.axis)
-              if not any(_same_file(item.path, r) for r in reference_files)]
+
+    def is_reference(item: Input) -> bool:
+        """The reference and its masks are never targets; of a reference volume, only the reference slice."""
+        if any(_same_file(item.path, m) for m in mask_paths):
+            return True
+        return _same_file(item.path, ref_path) and (item.slice is None or item.slice == args.reference_slice)
+
+    images = [item for item in list_inputs(Path(args.images), args.slice, args.axis) if not is_reference(item)]
     if not images:
         raise RoiPromptError(f"{args.images}: no target images found besides the reference (looked for "
                              f"{', '.join(IMAGE_SUFFIXES)})")

@@ -127,3 +127,26 @@ def test_reference_label_map_and_mask_threshold(tmp_path, capsys):
     assert "--mask-threshold T" in capsys.readouterr().err
     assert main([*base, "--reference-mask", str(soft), "--mask-threshold", "128", "--out",
                  str(tmp_path / "soft_out")]) == 0
+
+
+def test_oneshot_through_a_volume_from_one_annotated_slice(tmp_path):
+    """The README's volume example: reference slice 1 of a label-map volume, every other slice a target."""
+    import nibabel as nib
+
+    image = np.asarray(Image.open(busbra(1)[0]).convert("L"))[:120, :100]
+    vol = np.stack([np.roll(image, 2 * k, axis=1) for k in range(4)], axis=2).astype(np.int16)
+    seg = np.zeros(vol.shape, np.uint8)
+    seg[30:80, 20:70, :] = 1
+    seg[90:110, 10:40, :] = 2
+    ct = save_nifti(tmp_path / "ct.nii.gz", vol.swapaxes(0, 1), affine=np.diag([-1.0, -1.0, 2.0, 1.0]))
+    labels = save_nifti(tmp_path / "seg.nii.gz", seg.swapaxes(0, 1), affine=np.diag([-1.0, -1.0, 2.0, 1.0]))
+    out = tmp_path / "out"
+    assert main(["oneshot", "--reference", str(ct), "--reference-slice", "1", "--reference-mask", str(labels),
+                 "--labels", "1=liver,2=spleen", "--images", str(ct), "--slice", "all", "--method", "persam",
+                 "--backbone", "test-litemedsam", "--out", str(out)]) == 0
+    table = rows(out)
+    assert sorted({r["slice"] for r in table}) == ["z=0", "z=2", "z=3"]  # the reference slice is not a target
+    for name in ("liver", "spleen"):
+        written = nib.load(str(out / "masks" / f"ct_{name}.nii.gz"))
+        assert written.shape == nib.load(str(ct)).shape and np.allclose(written.affine, nib.load(str(ct)).affine)
+        assert not np.asarray(written.dataobj)[:, :, 1].any()  # nothing predicted on the reference slice
