@@ -40,7 +40,7 @@ class _Unset:
 _UNSET: Any = _Unset()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, eq=False)
 class SamOutput:
     """Decoder answer for one prompt; also a 3-sequence ``(masks, iou, low_res_logits)``, segment-anything's
     return value, so ``masks, scores, logits = predictor.predict(...)`` works.
@@ -51,13 +51,33 @@ class SamOutput:
         iou: (K,) float32 predicted IoU of each mask.
         low_res_logits: (K, m, m) float32 logits in the model frame (m = 256 for the SAM family); feed one back
             as ``mask_input`` (``(m, m)`` or ``(1, m, m)``).
-        logits: (K, H, W) float32 logits at the original resolution.
+        logits: (K, H, W) float32 logits at the original resolution, computed from ``low_res_logits`` on first
+            access and kept (4 bytes per pixel and mask: a prediction that only needs its masks never holds them).
+
+    Args:
+        logits: the full-resolution logits, when already computed; else ``frame``, the image's
+            :class:`~roiprompt.prompts.transforms.Frame`, to compute them from ``low_res_logits`` when asked.
     """
 
     masks: np.ndarray
     iou: np.ndarray
     low_res_logits: np.ndarray
-    logits: np.ndarray
+
+    def __init__(self, masks: np.ndarray, iou: np.ndarray, low_res_logits: np.ndarray,
+                 logits: np.ndarray | None = None, frame: Frame | None = None) -> None:
+        if logits is None and frame is None:
+            raise ValueError("SamOutput needs the full-resolution logits, or the frame to compute them from")
+        object.__setattr__(self, "masks", masks)
+        object.__setattr__(self, "iou", iou)
+        object.__setattr__(self, "low_res_logits", low_res_logits)
+        object.__setattr__(self, "_logits", logits)
+        object.__setattr__(self, "_frame", frame)
+
+    @property
+    def logits(self) -> np.ndarray:
+        if self._logits is None:
+            object.__setattr__(self, "_logits", _full_logits(self._frame, self.low_res_logits))
+        return self._logits
 
     def best(self) -> tuple[np.ndarray, float, np.ndarray]:
         """(mask, iou, low-res logits) of the output with the highest predicted IoU."""
@@ -73,6 +93,13 @@ class SamOutput:
 
     def __getitem__(self, index: int | slice) -> Any:
         return (self.masks, self.iou, self.low_res_logits)[index]
+
+
+def _full_logits(frame: Frame, low_res_logits: np.ndarray) -> np.ndarray:
+    """(K, m, m) low-res logits -> (K, H, W) float32 logits at the original resolution."""
+    low = torch.from_numpy(np.ascontiguousarray(low_res_logits, dtype=np.float32))[None]
+    with torch.inference_mode():
+        return frame.logits_to_original(low)[0].numpy()
 
 
 class SamPredictor:
@@ -224,13 +251,21 @@ class SamPredictor:
             multimask = multimask_output
         if multimask is None:
             multimask = segment_anything  # segment-anything defaults to 3 masks, roiprompt to 1
-        out = self.predict_prompt(Prompt(points, point_labels, box, mask_input), multimask=bool(multimask))
-        if return_logits is not _UNSET and return_logits:
-            return SamOutput(masks=out.logits, iou=out.iou, low_res_logits=out.low_res_logits, logits=out.logits)
-        return out
+        prompt = Prompt(points, point_labels, box, mask_input)
+        if return_logits is not _UNSET and return_logits:  # masks are the float logits: no bool masks computed
+            low, iou = self._decode(prompt, bool(multimask))
+            logits = _full_logits(self.frame, low)
+            return SamOutput(masks=logits, iou=iou, low_res_logits=low, logits=logits)
+        return self.predict_prompt(prompt, multimask=bool(multimask))
 
     def predict_prompt(self, prompt: Prompt, multimask: bool = False) -> SamOutput:
         """Same as :meth:`predict` with a :class:`Prompt`."""
+        low, iou = self._decode(prompt, multimask)
+        # the masks one at a time (one H x W float32 map at most); the full-resolution logits only when asked for
+        return SamOutput(masks=self.frame.masks_to_original(low), iou=iou, low_res_logits=low, frame=self.frame)
+
+    def _decode(self, prompt: Prompt, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Checked prompt -> ((K, m, m) float32 low-res logits, (K,) float32 predicted IoU)."""
         frame, embedding = self.frame, self.embedding
         h, w = frame.orig_hw
         pts = labels = boxes = dense = None
@@ -253,7 +288,4 @@ class SamPredictor:
             dense = dense.reshape(1, 1, m, m)
         with torch.inference_mode():
             low_res, iou = self.backbone.decode(embedding, pts, labels, boxes, dense, multimask=multimask)
-            logits = frame.logits_to_original(low_res.float())  # (1, K, H, W)
-        logits_np = logits[0].numpy()
-        return SamOutput(masks=logits_np > 0, iou=iou[0].float().numpy(), low_res_logits=low_res[0].float().numpy(),
-                         logits=logits_np)
+        return low_res[0].float().numpy(), iou[0].float().numpy()

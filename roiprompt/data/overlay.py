@@ -22,6 +22,8 @@ STRUCTURE_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40
                      (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207))
 _BOX_COLOUR = (255, 221, 0)
 _POSITIVE, _NEGATIVE = (0, 230, 64), (255, 40, 40)
+#: Pixels blended at a time by :func:`write_overlay_png` (a 12 MiB float32 strip).
+_STRIP_PIXELS = 1 << 20
 
 
 def _mask_dict(mask_or_masks: Any, hw: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -75,17 +77,27 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, mask_or_masks:
     img = check_image(image, "overlay image")
     height, width = img.shape[:2]
     masks = _mask_dict(mask_or_masks, (height, width))
-    rgb = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
-    out = rgb.astype(np.float32)
     thickness = max(1, round(max(height, width) / 300))
     colours = {name: STRUCTURE_COLOURS[i % len(STRUCTURE_COLOURS)] for i, name in enumerate(masks)}
-    for name, mask in masks.items():
-        colour = np.array(colours[name], np.float32)
-        out[mask] = (1 - alpha) * out[mask] + alpha * colour
-    for name, mask in masks.items():  # contours after all fills, so overlapping structures keep their outline
-        edge = mask & ~ndimage.binary_erosion(mask, iterations=thickness)
-        out[edge] = colours[name]
-    canvas = Image.fromarray(np.clip(np.round(out), 0, 255).astype(np.uint8))
+    canvas = Image.new("RGB", (width, height))
+    # Blended a strip of rows at a time (float32 for a strip only: bounded memory at any image size); every step
+    # is per pixel, and a contour (the mask minus its erosion by ``thickness``) reads ``thickness`` rows either
+    # side, which each strip erodes with it, so the picture is the one a whole-image pass draws.
+    rows = max(_STRIP_PIXELS // width, 4 * thickness, 1)
+    for r0 in range(0, height, rows):
+        r1 = min(height, r0 + rows)
+        strip = img[r0:r1]
+        out = (np.repeat(strip[:, :, None], 3, axis=2) if img.ndim == 2 else strip).astype(np.float32)
+        for name, mask in masks.items():
+            part = mask[r0:r1]
+            colour = np.array(colours[name], np.float32)
+            out[part] = (1 - alpha) * out[part] + alpha * colour
+        a0, a1 = max(0, r0 - thickness), min(height, r1 + thickness)
+        for name, mask in masks.items():  # contours after all fills, so overlapping structures keep their outline
+            eroded = ndimage.binary_erosion(mask[a0:a1], iterations=thickness)[r0 - a0:r1 - a0]
+            out[mask[r0:r1] & ~eroded] = colours[name]
+        canvas.paste(Image.fromarray(np.clip(np.round(out), 0, 255).astype(np.uint8)), (0, r0))
+        del out
     draw = ImageDraw.Draw(canvas)
 
     if boxes is not None:

@@ -7,10 +7,15 @@ a square; the decoder answers at ``mask_size`` (low resolution) in that padded f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+#: Full-resolution pixels converted to float32 at a time by :meth:`Frame.resize_plane` (16 MiB).
+RESIZE_BLOCK_PIXELS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,13 @@ class Frame:
         out = F.interpolate(image, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
         return F.pad(out, (0, self.input_size - rw, 0, self.input_size - rh))
 
+    def resize_plane(self, plane: np.ndarray, block_pixels: int = RESIZE_BLOCK_PIXELS) -> torch.Tensor:
+        """One HxW channel (uint8 or float, any strides) -> (rh, rw) float32: that channel of
+        :meth:`resize_image`'s content, bit for bit, with at most ``block_pixels`` full-resolution pixels in
+        float32 at a time (:func:`resize_rows`)."""
+        return resize_rows(lambda r0, r1: np.ascontiguousarray(plane[r0:r1], dtype=np.float32), plane.shape[:2],
+                           self.resized_hw, block_pixels)
+
     def mask_to_model(self, mask: np.ndarray | torch.Tensor, size: int | None = None) -> torch.Tensor:
         """HxW mask (bool or soft) -> (1, 1, size, size) float in the padded frame (``size`` defaults to S)."""
         size = size or self.input_size
@@ -76,17 +88,59 @@ class Frame:
         return F.pad(m, (0, size - tw, 0, size - th))
 
     def logits_to_original(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, K, m, m) low-res logits in the padded frame -> (B, K, H, W) logits at the original resolution."""
+        """(B, K, m, m) low-res logits in the padded frame -> (B, K, H, W) logits at the original resolution.
+
+        B x K x H x W float32: where only the masks are needed, :meth:`masks_to_original` holds one at a time."""
         up = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         rh, rw = self.resized_hw
         up = up[..., :rh, :rw]
         return F.interpolate(up, size=self.orig_hw, mode="bilinear", align_corners=False)
+
+    def masks_to_original(self, logits: torch.Tensor | np.ndarray, threshold: float = 0.0) -> np.ndarray:
+        """(K, m, m) low-res logits in the padded frame -> (K, H, W) bool masks ``logits > threshold`` at the
+        original resolution: :meth:`logits_to_original` thresholded, bit for bit, but one mask at a time, so at
+        most one H x W float32 map exists (not K of them, nor the K maps kept next to the masks)."""
+        low = torch.as_tensor(logits, dtype=torch.float32)
+        if low.ndim != 3:
+            raise ValueError(f"masks_to_original: expected (K, m, m) logits, got shape {tuple(low.shape)}")
+        masks = np.empty((low.shape[0], *self.orig_hw), dtype=bool)
+        with torch.inference_mode():
+            for k in range(low.shape[0]):
+                up = self.logits_to_original(low[k][None, None])[0, 0]
+                np.greater(up.numpy(), threshold, out=masks[k])
+                del up
+        return masks
 
     def valid_region(self, size: int) -> tuple[int, int]:
         """(h, w) of the non-padded content in a ``size`` x ``size`` grid of this frame."""
         rh, rw = self.resized_hw
         k = size / self.input_size
         return max(1, round(rh * k)), max(1, round(rw * k))
+
+
+def resize_rows(rows: Callable[[int, int], np.ndarray | torch.Tensor], hw: tuple[int, int], size: tuple[int, int],
+                block_pixels: int = RESIZE_BLOCK_PIXELS) -> torch.Tensor:
+    """Antialiased bilinear resize of an H x W float32 plane that is produced a row block at a time: ``rows(r0,
+    r1)`` returns rows ``r0:r1`` of it as float32. Returns ``F.interpolate(plane[None, None], size,
+    mode="bilinear", align_corners=False, antialias=True)[0, 0]``, bit for bit, while at most ``block_pixels``
+    pixels of the plane exist at a time: the full-resolution plane is never built.
+
+    torch's antialiased resize is separable: one pass along the width over every row, then one along the height
+    (a pass whose size does not change is skipped). So row blocks are resized to the final width first, each on
+    its own (a row's horizontal pass reads only that row), and the (H, out_w) result to the final height: the same
+    arithmetic on the same numbers (``tests/test_bounded_memory.py`` checks the equality).
+    """
+    h, w = (int(v) for v in hw)
+    oh, ow = (int(v) for v in size)
+    step = max(1, block_pixels // max(w, 1))
+    narrow = torch.empty((1, 1, h, ow), dtype=torch.float32)  # H x out_w: small whatever the image's width
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        block = torch.as_tensor(rows(r0, r1), dtype=torch.float32).reshape(1, 1, r1 - r0, w)
+        narrow[..., r0:r1, :] = F.interpolate(block, size=(r1 - r0, ow), mode="bilinear", align_corners=False,
+                                              antialias=True)
+        del block
+    return F.interpolate(narrow, size=(oh, ow), mode="bilinear", align_corners=False, antialias=True)[0, 0]
 
 
 def box_from_mask(mask: np.ndarray, pad_fraction: float = 0.0) -> np.ndarray:

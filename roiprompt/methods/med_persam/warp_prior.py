@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...prompts.transforms import resize_rows
 from ..config import ConfigError, MethodConfig, check_int, check_number
 from ..oneshot import OneShotMethod, Target
 from ..references import Reference
@@ -64,17 +65,25 @@ class WarpingConfig(MethodConfig):
 
 
 def grey_square(image: np.ndarray, size: int) -> torch.Tensor:
-    """HxW or HxWx3 uint8 -> (size, size) float32 grey in [0, 1] (channel mean, antialiased resize)."""
-    arr = torch.as_tensor(np.asarray(image, dtype=np.float32) / 255.0)
-    arr = arr.mean(dim=-1) if arr.ndim == 3 else arr
-    return F.interpolate(arr[None, None], size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=True)[0, 0]
+    """HxW or HxWx3 uint8 -> (size, size) float32 grey in [0, 1] (channel mean, antialiased resize).
+
+    Computed a row block at a time (:func:`~roiprompt.prompts.transforms.resize_rows`): the same numbers as the
+    whole-image float32 pass, without its full-resolution float copies."""
+    image = np.asarray(image)
+
+    def rows(r0: int, r1: int) -> torch.Tensor:
+        block = torch.as_tensor(np.asarray(image[r0:r1], dtype=np.float32) / 255.0)
+        return block.mean(dim=-1) if block.ndim == 3 else block
+
+    return resize_rows(rows, image.shape[:2], (size, size), block_pixels=1 << 20)
 
 
 def square_masks(masks: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """HxW masks -> (K, size, size) soft masks (area-preserving bilinear resize, same squash as the images)."""
-    stack = torch.as_tensor(np.stack([np.asarray(m, dtype=np.float32) for m in masks]))[None]
-    return F.interpolate(stack, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    """HxW masks -> (K, size, size) soft masks (area-preserving bilinear resize, same squash as the images).
+
+    One mask and one row block at a time (the resize works per channel): no full-resolution float stack."""
+    return torch.stack([resize_rows(lambda r0, r1, m=np.asarray(m): np.asarray(m[r0:r1], dtype=np.float32),
+                                    np.shape(m), (size, size)) for m in masks])
 
 
 @dataclass

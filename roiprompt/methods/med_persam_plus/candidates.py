@@ -147,9 +147,28 @@ def clean_mask(mask: np.ndarray, keep: np.ndarray | None, fill_holes: bool, min_
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     if n > 1:
         index = np.arange(1, n + 1)
-        size = ndimage.sum(np.ones(mask.shape), labels, index)
+        size = _label_sizes(labels, n)[1:]  # exact pixel counts (ndimage.sum of ones, without an HxW of ones)
         kept = size >= min_fraction * size.max()
         if keep is not None:
             kept &= ndimage.maximum(keep, labels, index).astype(bool) | (size == size.max())
-        mask = np.isin(labels, index[kept])
+        lookup = np.zeros(n + 1, bool)  # label -> kept (the background, label 0, never)
+        lookup[index[kept]] = True
+        mask = np.empty(mask.shape, bool)
+        for r0, r1 in _row_blocks(labels):
+            np.take(lookup, labels[r0:r1], out=mask[r0:r1])
     return ndimage.binary_fill_holes(mask) if fill_holes else mask
+
+
+def _row_blocks(array: np.ndarray, block_pixels: int = 1 << 22) -> list[tuple[int, int]]:
+    """Row ranges covering ``array`` about ``block_pixels`` at a time (bounds the temporaries of per-pixel work)."""
+    h = array.shape[0]
+    step = max(1, block_pixels // max(1, array[0].size if h else 1))
+    return [(r0, min(h, r0 + step)) for r0 in range(0, h, step)]
+
+
+def _label_sizes(labels: np.ndarray, n: int) -> np.ndarray:
+    """(n + 1,) pixel count of each label 0..n of a label image, counted a row block at a time."""
+    counts = np.zeros(n + 1, np.int64)
+    for r0, r1 in _row_blocks(labels):
+        counts += np.bincount(labels[r0:r1].ravel(), minlength=n + 1)
+    return counts

@@ -40,7 +40,7 @@ from ..oneshot import Target
 from ..references import Reference
 from .candidates import Candidate, clean_mask, components, dice, pooled_cosine, quality, rank
 from .head import TokenHead, fit_token_head, token_labels
-from .views import reference_views
+from .views import iter_reference_views
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,8 @@ class MedPerSAMPlus(_Warping):
     def _reference_tokens(self, ref: Reference) -> dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]:
         """structure -> (per view, the usable (n, C) tokens and their (n,) labels) of one reference."""
         out: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {s: ([], []) for s in self.structures}
-        for image, masks in reference_views(ref.image, ref.masks, self.config.views, seed=self.config.seed):
+        # one view at a time: each is as large as the reference image
+        for image, masks in iter_reference_views(ref.image, ref.masks, self.config.views, seed=self.config.seed):
             self.predictor.set_image(image, source=f"{ref.source} (augmented view)")
             frame, features = self.predictor.frame, self.predictor.embedding.features[0].float()
             flat = features.flatten(1).T  # (h*w, C)

@@ -21,6 +21,7 @@ from torch import nn
 
 from ...runtime import EncoderRunner, InferenceOptions
 from ...errors import InputError
+from ...prompts.transforms import Frame
 
 
 @dataclass
@@ -46,21 +47,47 @@ class ImageEmbedding:
                               {k: torch.cat([e.extra[k] for e in items]) for k in items[0].extra})
 
 
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxW or HxWx{1,3} image (uint8 in [0, 255], or float in the same range) -> (1, 3, H, W) float32.
-
-    Grayscale is repeated to 3 channels (MedSAM's ``MedSAM_Inference.py`` does the same).
-    """
+def _image_array(image: np.ndarray) -> np.ndarray:
+    """HxW or HxWx{1,3} image -> HxW or HxWx3 array (no copy), or InputError (non-finite float values too)."""
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] != 3:
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
         raise InputError(f"image has shape {arr.shape}; expected HxW, HxWx1 or HxWx3 (RGB)")
-    if not np.isfinite(arr).all():
+    if arr.dtype.kind not in "biu" and not np.isfinite(arr).all():  # integers are always finite
         raise InputError("image contains NaN or infinite values")
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)[None]
+    return arr
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxW or HxWx{1,3} image (uint8 in [0, 255], or float in the same range) -> (1, 3, H, W) float32.
+
+    Grayscale is repeated to 3 channels (MedSAM's ``MedSAM_Inference.py`` does the same). The tensor is a
+    channels-last view of one HxWx3 float32 array (12 bytes per pixel, the only full-size copy made); to resize an
+    image for an encoder without it, see :func:`resize_to_frame`.
+    """
+    arr = _image_array(image)
+    out = np.empty((*arr.shape[:2], 3), dtype=np.float32)
+    out[...] = arr[..., None] if arr.ndim == 2 else arr  # converted as it is copied: no uint8 or bool temporaries
+    return torch.from_numpy(out).permute(2, 0, 1)[None]
+
+
+def resize_to_frame(image: np.ndarray, input_size: int) -> tuple[torch.Tensor, Frame]:
+    """HxW or HxWx{1,3} image -> ((1, 3, S, S) float32, its :class:`Frame`): the longest side resized to S
+    (antialiased bilinear), zero-padded bottom/right, grey repeated to 3 channels.
+
+    Bit for bit ``frame.resize_image(image_to_tensor(image))``, but the full-resolution image is never held in
+    float32: each channel is resized on its own, a row block at a time (:meth:`Frame.resize_plane`), and grey
+    once, then repeated. Memory beyond the image: a few MiB whatever its size.
+    """
+    arr = _image_array(image)
+    frame = Frame(tuple(arr.shape[:2]), input_size)
+    planes = [frame.resize_plane(arr)] * 3 if arr.ndim == 2 else [frame.resize_plane(arr[..., c]) for c in range(3)]
+    rh, rw = frame.resized_hw
+    out = torch.zeros((1, 3, input_size, input_size), dtype=torch.float32)
+    for c, plane in enumerate(planes):
+        out[0, c, :rh, :rw] = plane
+    return out, frame
 
 
 class Backbone(nn.Module):

