@@ -42,7 +42,7 @@ def test_segment_folder_skips_corrupt_file(tmp_path, capsys):
     mask = np.array(Image.open(next((out / "masks").glob("*.png"))))
     assert mask.any()
     rows = (out / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "image,structure,iou_pred,quality,area_px,warning" and len(rows) == 3
+    assert rows[0] == "image,slice,structure,iou_pred,quality,area_px,warning" and len(rows) == 3
 
 
 def test_segment_without_prompt_is_an_error(tmp_path, capsys):
@@ -115,9 +115,10 @@ def test_oneshot_folder_two_structures_skips_corrupt_file(tmp_path, capsys):
     assert (out / "overlays" / "reference.png").is_file()
     assert len(list((out / "masks").glob("*.png"))) == 6
     rows = (out / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "image,structure,iou_pred,quality,area_px,warning" and len(rows) == 7
+    assert rows[0] == "image,slice,structure,iou_pred,quality,area_px,warning" and len(rows) == 7
     for row in rows[1:]:
-        image, structure, iou, quality, area, warning = row.split(",")
+        image, slice_, structure, iou, quality, area, warning = row.split(",")
+        assert slice_ == ""  # 2-D files
         assert image.split(".")[0] in ids and structure in ("left_lung", "heart")
         assert np.isfinite(float(iou)) and int(area) > 0
         assert quality == "" or 0 <= float(quality) <= 1  # empty where the method gives no quality score
@@ -266,7 +267,7 @@ def test_segment_and_oneshot_write_the_same_columns_and_mask_names(tmp_path, mon
         torch.set_num_threads(threads)
     seg_columns, seg_rows = _read_csv(tmp_path / "s" / "predictions.csv")
     one_columns, one_rows = _read_csv(tmp_path / "o" / "predictions.csv")
-    assert seg_columns == one_columns == ["image", "structure", "iou_pred", "quality", "area_px", "warning"]
+    assert seg_columns == one_columns == ["image", "slice", "structure", "iou_pred", "quality", "area_px", "warning"]
     for rows in (seg_rows, one_rows):
         assert [(r["image"], r["structure"]) for r in rows] == [(f"{i}.png", "heart") for i in ids]
         for r in rows:
