@@ -23,7 +23,7 @@ from .types import Prediction, Prompt, Sample
 if TYPE_CHECKING:
     from . import metrics
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 __all__ = [
     "Backbone", "CheckpointError", "DataError", "InputError", "Method", "Prediction", "Prompt", "RoiPromptError",

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "roiprompt"
 
 #: unit -> layer; a unit may import units of its own layer or lower ones, never higher ones.
-LAYERS = {"errors": 0, "types": 0, "files": 0, "data": 1, "prompts": 1, "metrics": 1, "runtime": 2, "models": 3,
+LAYERS = {"errors": 0, "types": 0, "files": 0, "version": 0, "data": 1, "prompts": 1, "metrics": 1, "runtime": 2, "models": 3,
           "predictor": 4, "methods": 5, "evaluation": 6, "cli": 7}
 MAX_LINES = 400
 

@@ -202,7 +202,7 @@ def write_error_log(command: str, argv: Sequence[str], text: str) -> Path:
     Raises:
         OSError: the folder or file cannot be written.
     """
-    from .. import __version__
+    from ..version import __version__
     from ..errors import shown
     from ..files import atomic_write_text
 

@@ -1,4 +1,5 @@
-"""What a batch command runs on: one 2-D image per :class:`Input`, a file or one slice of a NIfTI volume.
+"""What a batch command runs on, one 2-D image per :class:`Input` (a file or one slice of a NIfTI volume), and the
+unique output names each input writes.
 
 ``--slice N`` picks slice N of every NIfTI input, ``--slice all`` makes each slice an input of its own; without
 ``--slice`` a 3-D NIfTI is refused (a silent middle slice is rarely the one meant) and reported as a skipped file.
@@ -8,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import glob
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError, shown
+from ._common import _mask_name
 
 #: File suffixes a folder listing picks up (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".gif")
@@ -111,3 +115,78 @@ def list_inputs(target: Path, slice: int | str | None = None, axis: int = 2) -> 
         else:
             inputs.append(Input(path, int(slice), axis))
     return inputs
+
+
+# -- output names: unique per input ---------------------------------------------------------------------------------------------
+def _base_and_extension(path: Path) -> tuple[str, str]:
+    """``("a.1", ".png")`` for ``a.1.png``; a name without an image extension (a DICOM file ``IM.0001``) is kept
+    whole, with no extension."""
+    from ..data import IMAGE_EXTENSIONS
+    from ..data.io import split_extension
+
+    base, ext = split_extension(path)
+    if ext not in IMAGE_EXTENSIONS or not base:
+        return path.name, ""
+    return base, ext
+
+
+def output_files(stem: str, structures: Iterable[str]) -> list[str]:
+    """The files one input writes, relative to ``--out``: its masks, then its overlay."""
+    return [f"masks/{_mask_name(stem, s)}" for s in structures] + [f"overlays/{stem}.png"]
+
+
+def output_stems(inputs: Sequence[Input], structures: Sequence[str],
+                 reserved: Iterable[str] = ()) -> dict[Input, str]:
+    """``{input: output stem}``, every input's output files distinct (compared ignoring case, as macOS and Windows
+    do) and none of them one of ``reserved`` (relative paths such as ``overlays/reference.png``).
+
+    The stem is the file name without its image extension (``a.1.png`` -> ``a.1``, ``case.nii.gz`` -> ``case``).
+    Inputs sharing a stem with different extensions get theirs added (``a.png``, ``a.jpg`` -> ``a_png``,
+    ``a_jpg``); a stem whose files are still taken (the same name in several folders, a reserved name) gets
+    ``_2``, ``_3``, ... in input order, the first one keeping its name. A slice of a NIfTI volume adds its axis
+    and index (``case_z040``). Deterministic for a given input list.
+    """
+    images = list(dict.fromkeys(item.path for item in inputs))  # each file once, in input order
+    parts = {path: _base_and_extension(path) for path in images}
+    counts = Counter(base.casefold() for base, _ in parts.values())
+    extensions: dict[str, set[str]] = defaultdict(set)
+    for base, ext in parts.values():
+        extensions[base.casefold()].add(ext)
+    taken = {r.casefold() for r in reserved}
+    stems: dict[Path, str] = {}
+    for path in images:
+        base, ext = parts[path]
+        key = base.casefold()
+        preferred = f"{base}_{ext[1:].replace('.', '_')}" if counts[key] > 1 and len(extensions[key]) > 1 else base
+        stem, n = preferred, 1
+        while {f.casefold() for f in output_files(stem, structures)} & taken:
+            n += 1
+            stem = f"{preferred}_{n}"
+        taken |= {f.casefold() for f in output_files(stem, structures)}
+        stems[path] = stem
+    out: dict[Input, str] = {}
+    for item in inputs:
+        preferred = stems[item.path] + item.suffix()
+        stem, n = preferred, 1
+        while item.slice is not None and {f.casefold() for f in output_files(stem, structures)} & taken:
+            n += 1
+            stem = f"{preferred}_{n}"
+        taken |= {f.casefold() for f in output_files(stem, structures)}
+        out[item] = stem
+    return out
+
+
+def volume_stems(inputs: Sequence[Input], stems: Mapping[Input, str]) -> dict[Path, str]:
+    """``{NIfTI file: stem of its mask volumes}``: the stem of its slices without the slice suffix."""
+    out: dict[Path, str] = {}
+    for item in inputs:
+        if item.is_nifti and item.path not in out:
+            stem = stems[item]
+            out[item.path] = stem[: len(stem) - len(item.suffix())] if item.suffix() else stem
+    return out
+
+
+def image_labels(inputs: Sequence[Input]) -> dict[Input, str]:
+    """The ``image`` cell of each input: its file name, or the path as listed where several files share a name."""
+    names = Counter(path.name for path in dict.fromkeys(item.path for item in inputs))
+    return {item: shown(item.path.name if names[item.path.name] == 1 else item.path) for item in inputs}

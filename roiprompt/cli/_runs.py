@@ -30,19 +30,16 @@ import io
 import json
 import os
 import re
-import sys
 import tempfile
-import traceback
-from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import RoiPromptError, shown
 from ..files import atomic_write_bytes, sha256_file
-from ._inputs import Input
-from ._common import PREDICTION_COLUMNS, SCORE_COLUMNS, _console, _mask_name, _progress, _score
+from ._common import PREDICTION_COLUMNS, SCORE_COLUMNS, _mask_name, _score
+from ._inputs import Input, image_labels, volume_stems
 
 MANIFEST = "manifest.jsonl"
 PREDICTIONS = "predictions.csv"
@@ -51,81 +48,6 @@ MANIFEST_FORMAT = 1
 #: A temporary file of :func:`roiprompt.files.atomic_path` (``.<name>.<8 random>.tmp<suffix>``) that a killed run
 #: left behind; cleared when the next run opens the folder.
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[a-z.]+)?$")
-
-
-# -- output names ---------------------------------------------------------------------------------------------
-def _base_and_extension(path: Path) -> tuple[str, str]:
-    """``("a.1", ".png")`` for ``a.1.png``; a name without an image extension (a DICOM file ``IM.0001``) is kept
-    whole, with no extension."""
-    from ..data import IMAGE_EXTENSIONS
-    from ..data.io import split_extension
-
-    base, ext = split_extension(path)
-    if ext not in IMAGE_EXTENSIONS or not base:
-        return path.name, ""
-    return base, ext
-
-
-def output_files(stem: str, structures: Iterable[str]) -> list[str]:
-    """The files one input writes, relative to ``--out``: its masks, then its overlay."""
-    return [f"masks/{_mask_name(stem, s)}" for s in structures] + [f"overlays/{stem}.png"]
-
-
-def output_stems(inputs: Sequence[Input], structures: Sequence[str],
-                 reserved: Iterable[str] = ()) -> dict[Input, str]:
-    """``{input: output stem}``, every input's output files distinct (compared ignoring case, as macOS and Windows
-    do) and none of them one of ``reserved`` (relative paths such as ``overlays/reference.png``).
-
-    The stem is the file name without its image extension (``a.1.png`` -> ``a.1``, ``case.nii.gz`` -> ``case``).
-    Inputs sharing a stem with different extensions get theirs added (``a.png``, ``a.jpg`` -> ``a_png``,
-    ``a_jpg``); a stem whose files are still taken (the same name in several folders, a reserved name) gets
-    ``_2``, ``_3``, ... in input order, the first one keeping its name. A slice of a NIfTI volume adds its axis
-    and index (``case_z040``). Deterministic for a given input list.
-    """
-    images = list(dict.fromkeys(item.path for item in inputs))  # each file once, in input order
-    parts = {path: _base_and_extension(path) for path in images}
-    counts = Counter(base.casefold() for base, _ in parts.values())
-    extensions: dict[str, set[str]] = defaultdict(set)
-    for base, ext in parts.values():
-        extensions[base.casefold()].add(ext)
-    taken = {r.casefold() for r in reserved}
-    stems: dict[Path, str] = {}
-    for path in images:
-        base, ext = parts[path]
-        key = base.casefold()
-        preferred = f"{base}_{ext[1:].replace('.', '_')}" if counts[key] > 1 and len(extensions[key]) > 1 else base
-        stem, n = preferred, 1
-        while {f.casefold() for f in output_files(stem, structures)} & taken:
-            n += 1
-            stem = f"{preferred}_{n}"
-        taken |= {f.casefold() for f in output_files(stem, structures)}
-        stems[path] = stem
-    out: dict[Input, str] = {}
-    for item in inputs:
-        preferred = stems[item.path] + item.suffix()
-        stem, n = preferred, 1
-        while item.slice is not None and {f.casefold() for f in output_files(stem, structures)} & taken:
-            n += 1
-            stem = f"{preferred}_{n}"
-        taken |= {f.casefold() for f in output_files(stem, structures)}
-        out[item] = stem
-    return out
-
-
-def volume_stems(inputs: Sequence[Input], stems: Mapping[Input, str]) -> dict[Path, str]:
-    """``{NIfTI file: stem of its mask volumes}``: the stem of its slices without the slice suffix."""
-    out: dict[Path, str] = {}
-    for item in inputs:
-        if item.is_nifti and item.path not in out:
-            stem = stems[item]
-            out[item.path] = stem[: len(stem) - len(item.suffix())] if item.suffix() else stem
-    return out
-
-
-def image_labels(inputs: Sequence[Input]) -> dict[Input, str]:
-    """The ``image`` cell of each input: its file name, or the path as listed where several files share a name."""
-    names = Counter(path.name for path in dict.fromkeys(item.path for item in inputs))
-    return {item: shown(item.path.name if names[item.path.name] == 1 else item.path) for item in inputs}
 
 
 def prediction_row(structure: str, scores: Mapping[str, Any], mask: np.ndarray, warnings: Sequence[str]) -> dict:
@@ -428,99 +350,3 @@ class BatchRun:
         self._replace(self.predictions, self._csv_text(self._done()).encode("utf-8"))
 
 
-# -- the loop ---------------------------------------------------------------------------------------------------
-def process(run: BatchRun, *, command: str, argv: Sequence[str], verb: str, load: Callable[[], Any],
-            predict: Callable[[Input, Any], Any],
-            write: Callable[[Input, Any, Any], tuple[dict[str, str], list[dict], list[str]]]) -> int:
-    """Run the pending inputs of an opened ``run``, one at a time: ``item.read()``, ``load()`` once before the first
-    prediction (so nothing is loaded when nothing is left or every file is bad), ``predict(item, image)``, then
-    ``write(item, image, result) -> (outputs {rel: sha256}, rows, console warnings)``, then :meth:`BatchRun.add`.
-    NIfTI inputs also get their masks as volumes in the input's grid (:meth:`BatchRun.write_volumes`).
-
-    A bad file (RoiPromptError) is reported and skipped; an unexpected exception for one image is reported, its
-    traceback kept for the log, and the rest goes on; an output that cannot be written (:class:`StopRun`) stops
-    the run. Returns the exit status: 3 if any image hit an unexpected exception, else 1 if any file was
-    skipped, else 0.
-    """
-    console = _console()
-    failures: list[str] = []
-    errors: list[tuple[str, str, str]] = []  # (image, one-line summary, traceback)
-    for message in run.unreadable:
-        console.print(f"[red]skipped[/red] {escape(message)}")
-        failures.append(message)
-    stopped = False
-    try:
-        if run.pending:
-            _run_pending(run, load, predict, write, verb, failures, errors)
-        run.write_volumes()
-    except StopRun:
-        stopped = True
-        raise
-    finally:
-        try:
-            run.rewrite()  # predictions.csv in input order, exactly the images whose outputs are on disk
-        except StopRun:
-            if not stopped:
-                raise
-    done = len(run.entries)
-    earlier = f" ({run.resumed} of them done by an earlier run)" if run.resumed else ""
-    failed = f", {len(errors)} failed" if errors else ""
-    console.print(f"{done} segmented, {len(failures)} skipped{failed}{earlier}: masks, overlays and "
-                  f"{PREDICTIONS} in {escape(shown(run.out))}")
-    if failures:
-        console.print(f"[red]skipped {len(failures)} file(s):[/red]")
-        for message in failures:
-            console.print(f"  {escape(message)}")
-    if not errors:
-        return 1 if failures else 0
-    from ._common import write_error_log
-
-    text = "".join(f"== {label}: {summary}\n{tb}\n" for label, summary, tb in errors)
-    try:
-        where = f"the traceback(s) are in {shown(write_error_log(command, argv, text))}"
-    except OSError as err:
-        where = f"the log could not be written ({err.strerror or err})"
-    console.print(f"[red]failed {len(errors)} file(s) with an internal error:[/red]")
-    for label, summary, _ in errors:
-        console.print(f"  {escape(label)}: {escape(summary)} (see the log)")
-    print(f"roiprompt {command}: internal error on {len(errors)} image(s) (first: {errors[0][0]}: {errors[0][1]}); "
-          f"{where}", file=sys.stderr)
-    return 3
-
-
-def _run_pending(run: BatchRun, load: Callable, predict: Callable, write: Callable, verb: str,
-                 failures: list[str], errors: list[tuple[str, str, str]]) -> None:
-    """The per-image loop of :func:`process`: bad files go to ``failures``, unexpected exceptions to ``errors``."""
-    loaded = False
-    with _progress() as bar:
-        task = bar.add_task(verb, total=len(run.pending))
-        for item in run.pending:
-            stage = "read"
-            try:
-                image = item.read()
-                if not loaded:
-                    stage = "load"
-                    load()
-                    loaded = True
-                stage = "predict"
-                result = predict(item, image)
-                outputs, rows, warnings = write(item, image, result)
-            except StopRun:
-                raise
-            except Exception as err:  # noqa: BLE001 - sorted below
-                if stage == "load":  # the run's error (bad weights: exit 2; a bug: exit 3), not one image's
-                    raise
-                if isinstance(err, RoiPromptError):  # a bad file: skipped, reported as it comes and at the end
-                    failures.append(str(err))
-                    bar.console.print(f"[red]skipped[/red] {escape(str(err))}")
-                else:  # one image's bug: logged, the rest goes on
-                    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                    summary = f"{type(err).__name__}: {message}" if message else type(err).__name__
-                    errors.append((str(item), summary, traceback.format_exc()))
-                    bar.console.print(f"[red]failed[/red] {escape(str(item))}: internal error "
-                                      f"({escape(summary)}); see the log")
-            else:
-                run.add(item, outputs, rows)
-                for warning in warnings:
-                    bar.console.print(f"[yellow]warning[/yellow] {escape(warning)}")
-            bar.advance(task)

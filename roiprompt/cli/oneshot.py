@@ -11,7 +11,9 @@ import numpy as np
 from ..errors import RoiPromptError
 from ._common import OUTPUT_LAYOUT, SAM_BACKBONES, _console, _is_structure_name, _mask_name, backbone_option
 from ._inputs import IMAGE_SUFFIXES, Input, add_slice_options, list_inputs
-from ._runs import BatchRun, output_stems, prediction_row, process
+from ._inputs import output_stems
+from ._loop import process
+from ._runs import BatchRun, prediction_row
 from .segment import _weights_setting
 
 
@@ -75,7 +77,7 @@ def _seeded_methods() -> list[str]:
 
 
 def cmd_oneshot(args: argparse.Namespace) -> int:
-    from .. import __version__
+    from ..version import __version__
     from ..data import read_image, write_mask_png, write_overlay_png
     from ..files import sha256_file
 

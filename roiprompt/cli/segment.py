@@ -10,7 +10,9 @@ import numpy as np
 from ..errors import RoiPromptError
 from ._common import OUTPUT_LAYOUT, SAM_BACKBONES, _mask_name, _structure_name, backbone_option
 from ._inputs import IMAGE_SUFFIXES, Input, add_slice_options, list_inputs
-from ._runs import BatchRun, output_stems, prediction_row, process
+from ._inputs import output_stems
+from ._loop import process
+from ._runs import BatchRun, prediction_row
 
 #: Structure name of the masks ``segment`` writes unless ``--structure`` names it (the name a single-structure
 #: folder dataset and a plain ``oneshot --reference-mask`` use too).
@@ -23,7 +25,7 @@ def _weights_setting(weights: str | None) -> str | None:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .. import __version__
+    from ..version import __version__
     from ..data import write_mask_png, write_overlay_png
 
     images = list_inputs(Path(args.images), args.slice, args.axis)

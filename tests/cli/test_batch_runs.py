@@ -23,7 +23,7 @@ from PIL import Image
 import roiprompt
 from roiprompt.cli import main
 from roiprompt.cli._inputs import Input
-from roiprompt.cli._runs import output_stems
+from roiprompt.cli._inputs import output_stems
 from tests.conftest import data_root
 
 BOX = ["40", "40", "300", "260"]
