@@ -493,6 +493,29 @@ def fuzz_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def memory_size_table(records: list[dict]) -> str:
+    """Peak RSS against image size, before and after the issue-20 memory work (benchmarks/memory_size.py)."""
+    peaks = [r for r in records if r["metric"] == "peak_rss_mb"]
+    fits = {(r["method"], r["setting"]["kind"], r["setting"]["code"]): r for r in records if r["metric"] == "peak_rss_fit"}
+    sizes = sorted({r["setting"]["mpx"] for r in peaks})
+    lines = ["## Peak memory against image size (issue 20)\n",
+             "Peak RSS (MiB) of one `roiprompt` run in a fresh process, 2 threads, on a synthetic image of each size "
+             "(`oneshot`: `med_persam_plus` with `--warp-iterations 30`, reference and target of that size); the fit "
+             "is peak = a + b x Mpx. *before* is the code before the change (a `git worktree` of the parent commit).\n",
+             "| command | image | code | " + " | ".join(f"{m} Mpx" for m in sizes) + " | a (MiB) | b (MiB/Mpx) | "
+             "bytes/px | command |",
+             "|---|---|---|" + "---|" * len(sizes) + "---|---|---|---|"]
+    for key in sorted(fits, key=lambda k: (k[0], k[1], k[2] != "before")):
+        method, kind, code = key
+        row = {r["setting"]["mpx"]: r["mean"] for r in peaks
+               if (r["method"], r["setting"]["kind"], r["setting"]["code"]) == key}
+        f = fits[key]
+        lines.append(f"| {method} | {kind} | {code} | " + " | ".join(f"{row[m]:.0f}" if m in row else "-" for m in sizes)
+                     + f" | {f['a_mib']:.0f} | {f['b_mib_per_mpx']:.1f} | {f['bytes_per_pixel']:.0f} | "
+                       f"`{f['command']}` |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     import argparse
 
@@ -583,6 +606,9 @@ def main() -> None:
                      "a 16-shot fit <= 60 s from cached encoder tokens on 2 cores. The committed runs used 1 thread "
                      "while another one-thread benchmark used the other core.\n")
         parts.append(classifier_speed_table(clf_speed))
+    memory = [r for r in records if r["task"] == "memory_size"]
+    if memory:
+        parts.append("\n" + memory_size_table(memory))
     fuzz = [r for r in records if r["task"] == "fuzz"]
     if fuzz:
         parts.append("\n" + fuzz_table(fuzz))
