@@ -23,6 +23,10 @@ class CheckpointError(RoiPromptError):
     """Weights that cannot be found, fail their SHA-256 check, or do not fit the architecture."""
 
 
+class PromptWarning(UserWarning):
+    """A prompt the backbone cannot use well (points alone on a model trained with boxes), or an empty result."""
+
+
 def shown(path: object) -> str:
     """A file name fit for a message: bytes that are not UTF-8 (Linux allows them in names) as ``\\xNN``.
 

@@ -15,6 +15,7 @@ come back at the original resolution.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from .data.validate import check_image
-from .errors import InputError
+from .errors import InputError, PromptWarning
 from .models.backbones.base import Backbone, ImageEmbedding, load_backbone
 from .models.cache import EmbeddingCache, encode_cached
 from .prompts.transforms import Frame
@@ -259,10 +260,21 @@ class SamPredictor:
         return self.predict_prompt(prompt, multimask=bool(multimask))
 
     def predict_prompt(self, prompt: Prompt, multimask: bool = False) -> SamOutput:
-        """Same as :meth:`predict` with a :class:`Prompt`."""
+        """Same as :meth:`predict` with a :class:`Prompt`.
+
+        Warns (:class:`~roiprompt.errors.PromptWarning`) when points come without a box to a backbone trained with
+        boxes only (LiteMedSAM: the mask is then near-empty), and when every returned mask is empty.
+        """
+        if prompt.points is not None and prompt.box is None and not self.backbone.point_prompts:
+            warnings.warn(f"{self.backbone.name} was trained with box prompts only: points without a box give a "
+                          "poor, often empty mask; add a box", PromptWarning, stacklevel=3)
         low, iou = self._decode(prompt, multimask)
         # the masks one at a time (one H x W float32 map at most); the full-resolution logits only when asked for
-        return SamOutput(masks=self.frame.masks_to_original(low), iou=iou, low_res_logits=low, frame=self.frame)
+        out = SamOutput(masks=self.frame.masks_to_original(low), iou=iou, low_res_logits=low, frame=self.frame)
+        if not out.masks.any():
+            warnings.warn("the predicted mask is empty (no pixel above the decoder's threshold)", PromptWarning,
+                          stacklevel=3)
+        return out
 
     def _decode(self, prompt: Prompt, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
         """Checked prompt -> ((K, m, m) float32 low-res logits, (K,) float32 predicted IoU)."""

@@ -87,3 +87,22 @@ def test_vocabularies(litemedsam, busbra_sample):
 def test_backbone_without_decoder_is_refused():
     with pytest.raises(InputError, match="no prompt decoder"):
         SamPredictor(roiprompt.load_backbone("minilm"))
+
+
+def test_points_alone_on_a_box_trained_backbone_warn(litemedsam, busbra_sample):
+    """LiteMedSAM was trained with boxes: a point alone gives a near-empty mask, and the caller is told so."""
+    import warnings
+
+    from roiprompt.errors import PromptWarning
+
+    image, mask = busbra_sample.image, busbra_sample.masks["lesion"]
+    predictor = SamPredictor(litemedsam)
+    predictor.set_image(image)
+    ys, xs = np.nonzero(mask)
+    with pytest.warns(PromptWarning, match="trained with box prompts only: points without a box"):
+        predictor.predict(points=np.array([[xs.mean(), ys.mean()]]), point_labels=np.array([1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PromptWarning)  # a box (with or without points) is what it was trained on
+        out = predictor.predict(box=box_from_mask(mask), points=np.array([[xs.mean(), ys.mean()]]),
+                                point_labels=np.array([1]))
+    assert out.masks.any()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import RoiPromptError
+from ..errors import PromptWarning, RoiPromptError
 from ._common import OUTPUT_LAYOUT, SAM_BACKBONES, _mask_name, _structure_name, backbone_option
 from ._inputs import IMAGE_SUFFIXES, Input, add_slice_options, list_inputs
 from ._inputs import output_stems
@@ -57,9 +58,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     def predict(item: Input, image: np.ndarray):
         predictor = state["predictor"]
         predictor.set_image(image, source=str(item))
-        res = predictor.predict(points=np.array(points, float) if points else None,
-                                point_labels=np.array(labels) if points else None,
-                                box=np.array(args.box, float) if args.box else None)
+        with warnings.catch_warnings():  # the CLI says it itself, per image, and marks the CSV row
+            warnings.simplefilter("ignore", PromptWarning)
+            res = predictor.predict(points=np.array(points, float) if points else None,
+                                    point_labels=np.array(labels) if points else None,
+                                    box=np.array(args.box, float) if args.box else None)
         mask, iou, _ = res.best()
         return mask, iou
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import tempfile
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Sequence
 
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.validate import check_image, check_mask
-from ..errors import InputError
+from ..errors import InputError, PromptWarning
 from ..models.backbones.base import Backbone, ImageEmbedding
 from ..models.cache import EmbeddingCache, image_key
 from ..predictor import SamOutput, SamPredictor
@@ -322,8 +323,10 @@ class OneShotMethod(Method):
         pts = frame.points_to_original(np.asarray(points) * scale) if points is not None else None
         orig_box = frame.points_to_original(np.asarray(box).reshape(2, 2) * scale).reshape(4) if box is not None \
             else None
-        return self.predictor.predict(points=pts, point_labels=labels, box=orig_box, mask_input=mask_logits,
-                                      multimask=multimask)
+        with warnings.catch_warnings():  # a method's own prompts and empty candidates are not the user's doing
+            warnings.simplefilter("ignore", PromptWarning)
+            return self.predictor.predict(points=pts, point_labels=labels, box=orig_box, mask_input=mask_logits,
+                                          multimask=multimask)
 
     def decode_low_res(self, target: Target, box: np.ndarray | None = None, mask_logits: np.ndarray | None = None,
                        points: np.ndarray | None = None, labels: np.ndarray | None = None) -> tuple[np.ndarray, float]:
