@@ -29,16 +29,6 @@ from tests.conftest import data_root
 BOX = ["40", "40", "300", "260"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    """Logs under tmp_path; --threads / --runtime set by a command are undone after each test."""
-    monkeypatch.setenv("ROIPROMPT_LOG_DIR", str(tmp_path / "logs"))
-    monkeypatch.setenv("ROIPROMPT_RUNTIME", "eager")
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def busbra_images(n: int, offset: int = 0) -> list[Path]:
     """``n`` BUS-BRA ultrasound images (PNG files of the official layout)."""
     folder = data_root("busbra") / "BUSBRA" / "Images"

@@ -21,15 +21,6 @@ from tests.data._make import disc, save_nifti, save_pil
 BOX = ["40", "40", "180", "200"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("ROIPROMPT_LOG_DIR", str(tmp_path / "logs"))
-    monkeypatch.setenv("ROIPROMPT_RUNTIME", "eager")
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def busbra(n: int) -> list[Path]:
     return sorted((data_root("busbra") / "BUSBRA" / "Images").glob("bus_*.png"))[:n]
 
