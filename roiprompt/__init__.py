@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .data import load_dataset
-from .errors import CheckpointError, DataError, InputError, RoiPromptError
-from .methods import Method, list_methods, load_method, method_info
+from .errors import CheckpointError, DataError, InputError, NotSavableError, RoiPromptError
+from .methods import Method, list_methods, load_fitted, load_method, method_info
 from .models.backbones import Backbone, list_backbones, load_backbone
 from .predictor import SamPredictor
 from .types import Prediction, Prompt, Sample
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 from .version import __version__  # noqa: E402
 
 __all__ = [
-    "Backbone", "CheckpointError", "DataError", "InputError", "Method", "Prediction", "Prompt", "RoiPromptError",
-    "Sample", "SamPredictor", "list_backbones", "list_methods", "load_backbone", "load_dataset", "load_method",
-    "method_info", "metrics",
+    "Backbone", "CheckpointError", "DataError", "InputError", "Method", "NotSavableError", "Prediction", "Prompt",
+    "RoiPromptError", "Sample", "SamPredictor", "list_backbones", "list_methods", "load_backbone", "load_dataset",
+    "load_fitted", "load_method", "method_info", "metrics",
 ]
 
 

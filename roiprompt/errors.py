@@ -27,6 +27,11 @@ class PromptWarning(UserWarning):
     """A prompt the backbone cannot use well (points alone on a model trained with boxes), or an empty result."""
 
 
+class NotSavableError(RoiPromptError, NotImplementedError):
+    """A method (or a part of it) that :meth:`~roiprompt.methods.base.Method.save` cannot write yet; the message
+    names the method. Also a :class:`NotImplementedError`."""
+
+
 def shown(path: object) -> str:
     """A file name fit for a message: bytes that are not UTF-8 (Linux allows them in names) as ``\\xNN``.
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, NotSavableError
 from ..models.backbones.base import Backbone, load_backbone
 from ..models.cache import EmbeddingCache
 from ..types import Prediction, Sample
@@ -113,6 +113,48 @@ class Method(abc.ABC):
         """The settings a benchmark records for this method: its config (paths are constructor arguments, so
         none is recorded)."""
         return dataclasses.asdict(self.config)
+
+    # -- saving a fitted method (roiprompt/methods/saving.py writes and checks the files) ------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted method to the folder ``path``, without pickle; :func:`roiprompt.load_fitted` reads it.
+
+        The folder holds ``roiprompt_fitted.json`` (format and roiprompt version, method name, config, backbone
+        name and weights SHA-256, the SHA-256 of every tensor file, the method's JSON metadata) and
+        ``tensors.safetensors`` (what the method learned, and its references or support statistics). It is
+        written next to ``path`` and renamed into place, so a reader never sees half a folder; an existing fitted
+        folder at ``path`` is replaced. The backbone weights and the embedding cache are not copied.
+
+        Example:
+            >>> method = roiprompt.load_method("med_persam_plus").set_reference(image, mask)
+            >>> method.save("fitted/lesion")                   # a folder
+            >>> same = roiprompt.load_fitted("fitted/lesion")  # e.g. in another process: identical masks
+
+        Returns:
+            The folder's path.
+
+        Raises:
+            InputError: not fitted yet (no reference / no ``fit``), or ``path`` is a folder that is not a fitted one.
+            NotSavableError: a method that cannot be saved yet (the message names it).
+        """
+        from .saving import save_fitted
+
+        return save_fitted(self, path)
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Hook of :meth:`save`: ``(JSON-able metadata, {name: torch.Tensor or np.ndarray})`` of what the method
+        learned. Methods that can be saved implement it with :meth:`_restore_fitted_state`; no file format code
+        lives anywhere else."""
+        raise NotSavableError(f"{self.name}: saving a fitted {self.name!r} is not supported yet")
+
+    def _restore_fitted_state(self, meta: dict[str, Any], tensors: dict[str, Any]) -> None:
+        """Hook of :func:`~roiprompt.methods.saving.load_fitted`: restore what :meth:`_fitted_state` returned
+        (``tensors`` as ``torch.Tensor``) on a method freshly built with the same backbone and config."""
+        raise NotSavableError(f"{self.name}: loading a fitted {self.name!r} is not supported yet")
+
+    def _fitted_parts(self) -> dict[str, "Method"]:
+        """Hook: methods this one was built with, saved beside it and given back to the constructor under the
+        same keyword at load time (e.g. a classifier's ``segmenter``); none by default."""
+        return {}
 
 
 def config_values(config: MethodConfig) -> dict[str, Any]:

@@ -43,7 +43,8 @@ from ..prompts.points import mask_prototype, similarity_map
 from ..prompts.transforms import Frame, box_from_mask
 from ..types import Prediction, Sample
 from .base import Method
-from .references import MaskInput, Reference, image_descriptor, k_medoids, reference_pairs
+from .references import (MaskInput, Reference, image_descriptor, k_medoids, reference_pairs, references_state,
+                         saved_references)
 
 #: The one-shot method used when none is named (``roiprompt oneshot``, the classifiers' one-shot mask source):
 #: it beats ``med_persam`` on every benchmarked structure (``benchmarks/RESULTS.md``).
@@ -222,6 +223,22 @@ class OneShotMethod(Method):
 
     def setting(self) -> dict[str, Any]:
         return {**super().setting(), "references": len(self.references), "pool": len(self.pool)}
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        self._first_reference()  # nothing to save before set_reference
+        return references_state(self.references, self.pool)
+
+    def _restore_fitted_state(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """The references as ``set_reference`` prepared them (re-encoded; the saved prototypes and descriptors
+        kept); subclasses then restore what they fit, instead of :meth:`_on_reference` refitting it."""
+        self.references = []
+        for saved in saved_references(meta, tensors):
+            ref = self._prepare_reference(saved["image"], saved["masks"], saved["source"],
+                                          self.references[0] if self.references else None)
+            ref.prototypes, ref.descriptor = saved["prototypes"], saved["descriptor"]
+            self.references.append(ref)
+        self.pool = [tensors[f"pool.{j}"].numpy() for j in range(meta["pool"])]
+        self._target = None
 
     # -- targets --------------------------------------------------------------------------------------------
     def predict(self, image: np.ndarray, structure: str | None = None, *, source: str = "image",

@@ -99,3 +99,29 @@ def k_medoids(distance: torch.Tensor, k: int, sweeps: int = 10) -> list[int]:
         if not improved:
             break
     return sorted(chosen, key=lambda i: float(distance[i].sum()))
+
+
+def references_state(references: Sequence[Reference], pool: Sequence[np.ndarray]
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The saved form of a one-shot method's references (``Method.save``): JSON (structures, sources) and tensors
+    (each image, its masks, prototypes and descriptor; the pool images)."""
+    structures = list(references[0].masks)
+    tensors: dict[str, Any] = {f"pool.{j}": p for j, p in enumerate(pool)}
+    for i, ref in enumerate(references):
+        tensors[f"reference.{i}.image"] = ref.image
+        tensors[f"reference.{i}.descriptor"] = ref.descriptor
+        for k, s in enumerate(structures):
+            tensors[f"reference.{i}.mask.{k}"] = ref.masks[s]
+            tensors[f"reference.{i}.prototype.{k}"] = ref.prototypes[s]
+    meta = {"structures": structures, "sources": [r.source for r in references], "pool": len(pool)}
+    return meta, tensors
+
+
+def saved_references(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """Inverse of :func:`references_state`: per reference ``{image, masks, source, prototypes, descriptor}``."""
+    structures = list(meta["structures"])
+    return [{"image": tensors[f"reference.{i}.image"].numpy(), "source": str(source),
+             "masks": {s: tensors[f"reference.{i}.mask.{k}"].numpy() for k, s in enumerate(structures)},
+             "prototypes": {s: tensors[f"reference.{i}.prototype.{k}"] for k, s in enumerate(structures)},
+             "descriptor": tensors[f"reference.{i}.descriptor"]}
+            for i, source in enumerate(meta["sources"])]

@@ -67,6 +67,12 @@ class BoxPrompt(Method):
         """Training-free: nothing to learn."""
         return self
 
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {}, {}  # training-free: the config is all there is (e.g. a saved classifier's segmenter)
+
+    def _restore_fitted_state(self, meta: dict[str, Any], tensors: dict[str, Any]) -> None:
+        pass
+
     def prompts_from_truth(self, sample: Sample, structure: str | None = None) -> dict[str, Any]:
         mask = sample.mask(structure)
         if self.config.per_component:

@@ -136,6 +136,15 @@ class PerSAMF(OneShotMethod):
                                                    self.config))
         self.mix_weights = {s: torch.stack(w).mean(0) for s, w in weights.items()}
 
+    def _fitted_state(self) -> tuple[dict, dict]:
+        meta, tensors = super()._fitted_state()
+        tensors.update({f"mix.{k}": self.mix_weights[s] for k, s in enumerate(self.structures)})
+        return meta, tensors
+
+    def _restore_fitted_state(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        super()._restore_fitted_state(meta, tensors)
+        self.mix_weights = {s: tensors[f"mix.{k}"] for k, s in enumerate(self.structures)}
+
     def _segment(self, target: Target, structure: str) -> Prediction:
         valid = target.frame.valid_region(self.work_size)
         points, labels = persam_points(self.similarity(target, structure), valid)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import InputError
+from ...errors import CheckpointError, InputError
 from ...models.backbones.base import Backbone
 from ...models.cache import image_key
 from ...types import Prediction, Sample
@@ -303,6 +303,32 @@ class ClassifierMethod(Method):
         return Prediction(label=label, scores={c: float(p) for c, p in zip(self.classes, probs)},
                           extras={"mask": mask})
 
+    # -- saving (Method.save / load_fitted) -----------------------------------------------------------------------
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self.model is None:
+            raise InputError(f"{self.name}: call fit() before saving")
+        shared = _backbone_keys(self.model, self.backbone)  # the frozen backbone is loaded, never saved
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items() if k not in shared}
+        meta = {"classes": list(self.classes), "feature_dim": self.feature_dim, "losses": self.losses,
+                "fit_seconds": self.fit_seconds}
+        return meta, tensors
+
+    def _restore_fitted_state(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        self.classes, self.feature_dim, self.model = [str(c) for c in meta["classes"]], int(meta["feature_dim"]), None
+        with torch.random.fork_rng():  # _build draws an initialisation the saved weights then replace
+            torch.manual_seed(self.config.seed)
+            model = self._build(len(self.classes), self.feature_dim)
+        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if set(missing) != _backbone_keys(model, self.backbone) or unexpected:
+            raise CheckpointError(f"{self.name}: the saved head does not fit (missing {sorted(missing)[:5]}, "
+                                  f"unexpected {sorted(unexpected)[:5]})")
+        self.model = model.eval()
+        self.losses, self.fit_seconds = [float(x) for x in meta["losses"]], float(meta["fit_seconds"])
+
+    def _fitted_parts(self) -> dict[str, Method]:
+        return {"segmenter": self.segmenter} if self.segmenter is not None else {}
+
     # -- reporting ------------------------------------------------------------------------------------------------
     def trainable_parameters(self) -> int:
         """Parameters updated by ``fit``, counted from ``requires_grad`` (after ``fit``)."""
@@ -322,3 +348,8 @@ class ClassifierMethod(Method):
         out = super().setting()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
+
+def _backbone_keys(model: nn.Module, backbone: Backbone) -> set[str]:
+    """State-dict keys of ``model`` that are the (shared, frozen) backbone's own tensors (e.g. a guided CLIP)."""
+    own = {t.data_ptr() for t in (*backbone.parameters(), *backbone.buffers()) if t.numel()}
+    return {k for k, v in model.state_dict().items() if v.numel() and v.data_ptr() in own}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from ...prompts.transforms import resize_rows
 from ..config import ConfigError, MethodConfig, check_int, check_number
 from ..oneshot import OneShotMethod, Target
 from ..references import Reference
-from .warping import fit_warping, lncc_loss, predict_flow, refine_flow, upsample_flow, warp
+from .warping import FlowUNet, fit_warping, lncc_loss, predict_flow, refine_flow, upsample_flow, warp
 
 
 @dataclass(frozen=True)
@@ -103,16 +103,43 @@ class _Warping(OneShotMethod):
     """Fits one warping model per reference and warps the best-matching reference's masks onto each target."""
 
     def _on_reference(self) -> None:
-        cfg = self.config
-        pool = self.pool
-        if len(pool) > cfg.max_pool:  # a seeded subsample keeps the fit's memory bounded
-            keep = np.random.default_rng(cfg.seed).choice(len(pool), cfg.max_pool, replace=False)
-            pool = [pool[i] for i in sorted(keep)]
-        self._pool = [grey_square(p, cfg.warp_size) for p in pool]
+        self._pool = self._pool_squares()
         fitted = getattr(self, "_warps", {})
         # add_reference refits nothing already fit: states are keyed by the reference's uid
         self._warps = {r.uid: fitted.get(r.uid) or self._fit_warp(r) for r in self.references}
         self.fit_seconds = sum(w.seconds for w in self._warps.values())
+
+    def _pool_squares(self) -> list[torch.Tensor]:
+        """Grey squares of the pool images the warping fits learn from (a seeded subsample of ``max_pool``)."""
+        cfg, pool = self.config, self.pool
+        if len(pool) > cfg.max_pool:  # a seeded subsample keeps the fit's memory bounded
+            keep = np.random.default_rng(cfg.seed).choice(len(pool), cfg.max_pool, replace=False)
+            pool = [pool[i] for i in sorted(keep)]
+        return [grey_square(p, cfg.warp_size) for p in pool]
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        meta, tensors = super()._fitted_state()
+        states = self.warp_states if hasattr(self, "_warps") else []  # med_persam_plus(localisers="head"): none
+        for i, state in enumerate(states):
+            tensors.update({f"warp.{i}.grey": state.grey, f"warp.{i}.masks_small": state.masks_small,
+                            f"warp.{i}.masks_work": state.masks_work, f"warp.{i}.fraction": state.fraction})
+            tensors.update({f"warp.{i}.model.{k}": v for k, v in state.model.state_dict().items()})
+        meta.update(warp_seconds=[s.seconds for s in states], fit_seconds=self.fit_seconds)
+        return meta, tensors
+
+    def _restore_fitted_state(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        super()._restore_fitted_state(meta, tensors)
+        self._pool = self._pool_squares()
+        if meta["warp_seconds"]:
+            self._warps = {}
+            for i, (ref, seconds) in enumerate(zip(self.references, meta["warp_seconds"], strict=True)):
+                prefix = f"warp.{i}.model."
+                model = FlowUNet(generator=torch.Generator())  # its own generator: the global RNG is untouched
+                model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+                self._warps[ref.uid] = WarpState(tensors[f"warp.{i}.grey"], tensors[f"warp.{i}.masks_small"],
+                                                 tensors[f"warp.{i}.masks_work"], tensors[f"warp.{i}.fraction"].numpy(),
+                                                 model.eval(), seconds)
+        self.fit_seconds = meta["fit_seconds"]
 
     def _fit_warp(self, ref: Reference) -> WarpState:
         cfg = self.config

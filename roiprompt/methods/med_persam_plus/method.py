@@ -127,6 +127,26 @@ class MedPerSAMPlus(_Warping):
                            for s in self.structures}
         self.fit_seconds = time.perf_counter() - start
 
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        meta, tensors = super()._fitted_state()
+        names = self.structures
+        for k, s in enumerate(names):
+            if s in self.heads:
+                tensors.update({f"head.{k}.weight": self.heads[s].weight, f"head.{k}.bias": self.heads[s].bias})
+        meta.update(heads=[s in self.heads for s in names], reference_area=[self.reference_area[s] for s in names],
+                    fill_holes=[self.fill_holes[s] for s in names], fit_seconds=self.fit_seconds)
+        return meta, tensors
+
+    def _restore_fitted_state(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        # the view tokens are not saved: add_reference re-encodes the saved references' views (deterministic)
+        super()._restore_fitted_state(meta, tensors)
+        names = self.structures
+        self.heads = {s: TokenHead(tensors[f"head.{k}.weight"], tensors[f"head.{k}.bias"])
+                      for k, (s, has) in enumerate(zip(names, meta["heads"], strict=True)) if has}
+        self.reference_area = {s: float(a) for s, a in zip(names, meta["reference_area"], strict=True)}
+        self.fill_holes = {s: bool(f) for s, f in zip(names, meta["fill_holes"], strict=True)}
+        self.fit_seconds = meta["fit_seconds"]
+
     def _fit_heads(self) -> dict[str, TokenHead]:
         cfg = self.config
         known = getattr(self, "_view_tokens", {})
