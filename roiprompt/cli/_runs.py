@@ -331,9 +331,10 @@ class BatchRun:
             for structure in structures:
                 rels = {item.slice or 0: f"masks/{_mask_name(self.stems[item], structure)}" for item in slices}
                 rel = f"masks/{_mask_name(stem, structure).removesuffix('.png')}.nii.gz"
-                # the volume is derived from its slices' masks: rewritten only when they changed
-                source = hashlib.sha256(_dumps({k: self.entries[self.stems[item]]["outputs"].get(rels[k])
-                                                for item in slices for k in [item.slice or 0]}).encode()).hexdigest()
+                # the volume is derived from its slices' masks (their SHA-256): rewritten only when they changed
+                mask_hashes = {str(item.slice or 0): self.entries[self.stems[item]]["outputs"].get(
+                    rels[item.slice or 0]) for item in slices}
+                source = hashlib.sha256(_dumps(mask_hashes).encode()).hexdigest()
                 sources = self.header.setdefault("volume_sources", {})
                 recorded = self.header["outputs"].get(rel)
                 if sources.get(rel) == source and recorded is not None and self._intact({rel: recorded}):

@@ -5,7 +5,7 @@ uint8, masks HxW bool) or raises :class:`~roiprompt.errors.InputError` naming th
 a missing or unreadable file (permissions), an unsupported extension, corrupt or truncated data, odd header
 values, a 16-bit or float raster, RGBA, too many pixels, even a decoder bug. Nothing else escapes a reader.
 
-Size: images over :func:`max_pixels` (64 Mpx unless ``ROIPROMPT_MAX_PIXELS`` says otherwise) are refused from
+Size: images over :func:`max_pixels_limit` (8192 x 8192 = 67 Mpx unless ``ROIPROMPT_MAX_PIXELS`` says otherwise) are refused from
 their header, before any pixel is decoded.
 """
 
@@ -47,12 +47,12 @@ def split_extension(path: str | os.PathLike) -> tuple[str, str]:
     return name[: len(name) - len(suffix)], suffix.lower()
 
 
-#: Default pixel limit: 8192 x 8192 (64 Mpx); ``ROIPROMPT_MAX_PIXELS`` overrides it.
+#: Default pixel limit: 8192 x 8192 (67 Mpx); ``ROIPROMPT_MAX_PIXELS`` overrides it.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 
 
 def max_pixels_limit(value: int | None = None) -> int:
-    """The pixel limit in force: ``value`` if given, else ``$ROIPROMPT_MAX_PIXELS``, else 64 Mpx."""
+    """The pixel limit in force: ``value`` if given, else ``$ROIPROMPT_MAX_PIXELS``, else 8192 x 8192."""
     if value is not None:
         return int(value)
     env = os.environ.get("ROIPROMPT_MAX_PIXELS", "").strip()

@@ -4,13 +4,11 @@ reported, the exit status tells which happened."""
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from roiprompt.cli import main
