@@ -1,4 +1,4 @@
-"""Command line: ``roiprompt datasets | methods | segment | oneshot | bench | explain | demo``.
+"""Command line: ``roiprompt datasets | methods | segment | oneshot | classify | bench | explain | demo``.
 
 One ``main(argv=None) -> int`` with argparse subcommands, callable from tests. Each command lives in its own
 module (``roiprompt/cli/<command>.py``) with ``register(sub, parents)``, which adds its parser and sets
@@ -17,7 +17,7 @@ Exit codes, the same for every command (:data:`~roiprompt.cli._common.EXIT_CODES
   fails mid-run (full disk: the message names the file; what was finished stays, and a rerun resumes);
 * 3: internal error: one line on stderr naming a log file that holds the traceback (under ``$ROIPROMPT_LOG_DIR``,
   default ``~/.cache/roiprompt/logs``); never a traceback on the console. ``segment`` and ``oneshot`` go on with
-  the other images when one image hits such an error, and exit 3 at the end.
+  the other images when one image hits such an error, and exit 3 at the end (``classify predict`` too).
 
 Error messages speak in the CLI's options (``--root``, ``--weights``, ``--shots``), never in Python calls.
 """
@@ -31,10 +31,10 @@ import traceback
 from typing import Sequence
 
 from ..errors import RoiPromptError
-from . import bench, datasets, demo, explain, methods, oneshot, segment
+from . import bench, classify, datasets, demo, explain, methods, oneshot, segment
 from ._common import EXIT_CODES, _cli_message, write_error_log
 
-COMMANDS = (datasets, methods, segment, oneshot, bench, explain, demo)
+COMMANDS = (datasets, methods, segment, oneshot, classify, bench, explain, demo)
 
 
 def _global_options(suppress_defaults: bool) -> argparse.ArgumentParser:

@@ -69,6 +69,25 @@ class StopRun(RoiPromptError):
     """An output could not be written (full disk, lost permission): the run stops (exit status 2)."""
 
 
+def _cannot_write(path: Path, err: OSError) -> str:
+    return f"cannot write {shown(path)}: {err.strerror or err}"
+
+
+def write_output(out: Path, rel: str, write: Callable[[Path], Any]) -> str:
+    """``write(path)`` one output file (``rel`` to the folder ``out``; the writer must write atomically); its
+    SHA-256. Used by the driver and by Ray workers alike.
+
+    Raises:
+        StopRun: an OSError (full disk, permissions): the message names the file.
+    """
+    path = out / rel
+    try:
+        write(path)
+        return sha256_file(path)
+    except OSError as err:
+        raise StopRun(_cannot_write(path, err)) from None
+
+
 def escape(text: str) -> str:
     """``text`` printed as is by rich (a file name or message may hold ``[...]``)."""
     from rich.markup import escape as rich_escape
@@ -87,7 +106,7 @@ def _shown_value(value: Any) -> str:
 
 def _is_entry(obj: Any) -> bool:
     return (isinstance(obj, dict) and isinstance(obj.get("input"), str) and isinstance(obj.get("sha256"), str)
-            and isinstance(obj.get("stem"), str) and isinstance(obj.get("outputs"), dict) and obj["outputs"]
+            and isinstance(obj.get("stem"), str) and isinstance(obj.get("outputs"), dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in obj["outputs"].items())
             and isinstance(obj.get("rows"), list) and all(isinstance(r, dict) for r in obj["rows"]))
 
@@ -101,16 +120,21 @@ class BatchRun:
         inputs: the input files, in order.
         stems: ``{input: output stem}`` from :func:`output_stems`.
         overwrite: redo every input and replace the manifest, whatever the folder holds.
+        columns: the columns of predictions.csv (``image``, ``slice``, then keys of the rows the job gives).
+        folders: the sub-folders the run writes into.
     """
 
     def __init__(self, out: Path, settings: Mapping[str, Any], inputs: Sequence[Input], stems: Mapping[Input, str],
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, columns: Sequence[str] = PREDICTION_COLUMNS,
+                 folders: Sequence[str] = ("masks", "overlays")) -> None:
         self.out = Path(out)
         self.settings = json.loads(_dumps(dict(settings)))  # as it reads back from the manifest (lists, not tuples)
         self.inputs = list(inputs)
         self.stems = dict(stems)
         self.labels = image_labels(self.inputs)
         self.overwrite = overwrite
+        self.columns = tuple(columns)
+        self.folders = tuple(folders)
         self.header: dict[str, Any] = {"roiprompt_run": MANIFEST_FORMAT, "settings": self.settings,
                                        "weights_sha256": None, "outputs": {}}
         self.entries: dict[str, dict] = {}  # stem -> manifest line of a finished input
@@ -171,7 +195,7 @@ class BatchRun:
 
     def _check_writable(self) -> None:
         """Create the folders and a file in each (then delete it), and clear temporaries a killed run left."""
-        for folder in (self.out, self.out / "masks", self.out / "overlays"):
+        for folder in (self.out, *(self.out / name for name in self.folders)):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 fd, probe = tempfile.mkstemp(prefix=".roiprompt-probe-", dir=folder)
@@ -251,21 +275,16 @@ class BatchRun:
 
     # -- per image ----------------------------------------------------------------------------------------------
     def write_output(self, rel: str, write: Callable[[Path], Any]) -> str:
-        """``write(path)`` one output file (``rel`` to ``--out``; the writer must write atomically); its SHA-256.
-
-        Raises:
-            StopRun: an OSError (full disk, permissions): the message names the file.
-        """
-        path = self.out / rel
+        """:func:`write_output` into this run's folder; the error says what is kept and how to resume."""
         try:
-            write(path)
-            return sha256_file(path)
-        except OSError as err:
-            raise StopRun(self._stop_message(path, err)) from None
+            return write_output(self.out, rel, write)
+        except StopRun as err:
+            raise StopRun(f"{err}. Stopped; the {len(self.entries)} image(s) finished are kept: rerun the same "
+                          "command to resume once this is fixed") from None
 
     def _stop_message(self, path: Path, err: OSError) -> str:
-        return (f"cannot write {shown(path)}: {err.strerror or err}. Stopped; the {len(self.entries)} image(s) "
-                "finished are kept: rerun the same command to resume once this is fixed")
+        return (f"{_cannot_write(path, err)}. Stopped; the {len(self.entries)} image(s) finished are kept: rerun "
+                "the same command to resume once this is fixed")
 
     def add(self, item: Input, outputs: Mapping[str, str], rows: Sequence[Mapping[str, str]]) -> None:
         """Record a finished input (its outputs already on disk): append its manifest line, then its CSV rows."""
@@ -298,10 +317,10 @@ class BatchRun:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         if header:
-            writer.writerow(PREDICTION_COLUMNS)
+            writer.writerow(self.columns)
         for item in items:
             for row in self.entries[self.stems[item]]["rows"]:
-                writer.writerow([self.labels[item], item.slice_cell(), *(row.get(c, "") for c in PREDICTION_COLUMNS[2:])])
+                writer.writerow([self.labels[item], item.slice_cell(), *(row.get(c, "") for c in self.columns[2:])])
         return buffer.getvalue()
 
     def _write_manifest(self) -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import RoiPromptError
+from ..data import read_image
+from ..errors import RoiPromptError, shown
 from ._common import OUTPUT_LAYOUT, SAM_BACKBONES, _console, _is_structure_name, _mask_name, backbone_option
 from ._inputs import IMAGE_SUFFIXES, Input, add_slice_options, list_inputs
 from ._inputs import output_stems
-from ._loop import process
-from ._runs import BatchRun, prediction_row
+from ._loop import Job, process
+from ._ray import add_ray_options, executor
+from ._runs import BatchRun, escape, prediction_row, write_output
 from .segment import _weights_setting
 
 
@@ -76,80 +81,184 @@ def _seeded_methods() -> list[str]:
     return [m for m in list_methods(task="oneshot") if "seed" in config_fields(m)]
 
 
+def _fitted_reference(args: argparse.Namespace) -> tuple[str, np.ndarray, dict[str, np.ndarray], list[str], dict]:
+    """``--reference-dir``: (method, the first reference image and its masks, the reference sources, the settings
+    entry naming the folder by its record's SHA-256 and its backbone), read without loading a model."""
+    from ..files import sha256_file
+    from ..methods import method_info
+    from ..methods.references import saved_references
+    from ..methods.saving import FITTED_FILE, read_fitted
+
+    folder = Path(args.reference_dir)
+    record, tensors = read_fitted(folder)
+    method = record["method"]
+    if method_info(method).task != "oneshot":
+        raise RoiPromptError(f"--reference-dir {args.reference_dir}: holds a fitted {method!r}, not a one-shot "
+                             "method (a classifier is used with `roiprompt classify predict --model`)")
+    if args.method is not None and args.method != method:
+        raise RoiPromptError(f"--reference-dir {args.reference_dir} holds a fitted {method!r}; --method "
+                             f"{args.method} does not apply (leave --method out)")
+    references = saved_references(record["state"], tensors)
+    entry = {"fitted_sha256": sha256_file(folder / FITTED_FILE), "backbone": record["backbone"]["name"]}
+    first = references[0]
+    return method, first["image"], first["masks"], [r["source"] for r in references], entry
+
+
 def cmd_oneshot(args: argparse.Namespace) -> int:
     from ..version import __version__
-    from ..data import read_image, write_mask_png, write_overlay_png
+    from ..data import write_overlay_png
     from ..files import sha256_file
+    from ..methods.oneshot import DEFAULT_ONESHOT_METHOD
 
     # Bad reference inputs fail here, before the model is loaded.
-    ref_path = Path(args.reference)
-    ref_image = read_image(ref_path, slice=args.reference_slice, axis=args.axis)
-    ref_masks, mask_paths = _reference_masks(args, ref_image.shape[:2])
+    if (args.reference is None) == (args.reference_dir is None):
+        raise RoiPromptError("give the reference as --reference IMG --reference-mask MASK, or as --reference-dir DIR "
+                             "(a reference saved with --save-reference); not both")
+    if args.reference_dir is not None:
+        if args.save_reference is not None or args.reference_mask:
+            raise RoiPromptError("--reference-dir is a fitted reference: --reference-mask and --save-reference do "
+                                 "not apply")
+        method, ref_image, ref_masks, sources, reference_entry = _fitted_reference(args)
+        reference_paths = [Path(source) for source in sources]
+        mask_paths: list[Path] = []
+    else:
+        if not args.reference_mask:
+            raise RoiPromptError("--reference needs its mask: --reference-mask MASK (or NAME=MASK, repeated)")
+        method = args.method or DEFAULT_ONESHOT_METHOD
+        ref_path = Path(args.reference)
+        ref_image = read_image(ref_path, slice=args.reference_slice, axis=args.axis)
+        ref_masks, mask_paths = _reference_masks(args, ref_image.shape[:2])
+        reference_paths = [ref_path]
+        reference_entry = {"image_sha256": sha256_file(ref_path), "slice": args.reference_slice,
+                           "masks": [[name, sha256_file(path)] for name, path in zip(ref_masks, mask_paths)],
+                           "mask_threshold": args.mask_threshold, "labels": args.labels}
 
     def is_reference(item: Input) -> bool:
         """The reference and its masks are never targets; of a reference volume, only the reference slice."""
         if any(_same_file(item.path, m) for m in mask_paths):
             return True
-        return _same_file(item.path, ref_path) and (item.slice is None or item.slice == args.reference_slice)
+        return any(_same_file(item.path, r) for r in reference_paths) and (
+            item.slice is None or item.slice == args.reference_slice)
 
     images = [item for item in list_inputs(Path(args.images), args.slice, args.axis) if not is_reference(item)]
     if not images:
         raise RoiPromptError(f"{args.images}: no target images found besides the reference (looked for "
                              f"{', '.join(IMAGE_SUFFIXES)})")
-    config: dict = {"weights": args.weights, "cache_dir": args.cache_dir}
-    if args.method in _seeded_methods():
+    config: dict = {}
+    if args.reference_dir is None and method in _seeded_methods():
         config["seed"] = args.seed
         if args.warp_iterations is not None:
             config["warp_iterations"] = args.warp_iterations
     elif args.warp_iterations is not None or args.seed != 0:
-        _console().print(f"note: {args.method} fits no warping model; --seed and --warp-iterations have no effect")
+        why = "the reference is fitted already" if args.reference_dir else f"{method} fits no warping model"
+        _console().print(f"note: {why}; --seed and --warp-iterations have no effect")
     structures = list(ref_masks)
-    settings = {"command": "oneshot", "method": args.method, "backbone": args.backbone,
+    backbone = args.backbone or reference_entry.get("backbone") or DEFAULT_BACKBONE
+    settings = {"command": "oneshot", "method": method, "backbone": backbone,
                 "weights": _weights_setting(args.weights),
                 # what changes the masks; the embedding cache (--cache-dir) only changes how fast they come
-                "config": {k: v for k, v in config.items() if k not in ("weights", "cache_dir")},
-                "reference": {"image_sha256": sha256_file(ref_path), "slice": args.reference_slice,
-                              "masks": [[name, sha256_file(path)] for name, path in zip(structures, mask_paths)],
-                              "mask_threshold": args.mask_threshold, "labels": args.labels},
-                "slice": args.slice, "axis": args.axis,
+                "config": config, "reference": reference_entry, "slice": args.slice, "axis": args.axis,
                 "roiprompt": __version__}
     reference_overlay = f"overlays/{REFERENCE_OVERLAY}.png"
     run = BatchRun(Path(args.out), settings, images, output_stems(images, structures, reserved=[reference_overlay]),
                    overwrite=args.overwrite).open()
     run.run_output(reference_overlay, lambda p: write_overlay_png(p, ref_image, ref_masks))
-    state: dict = {}
+    job = OneShotJob(out=run.out.resolve(), method=method, backbone=args.backbone, weights=args.weights,
+                     config=config, cache_dir=args.cache_dir,
+                     fitted=None if args.reference_dir is None else Path(args.reference_dir).resolve(),
+                     reference=None if args.reference_dir else (ref_image, ref_masks, str(reference_paths[0])))
+    if args.save_reference is not None:  # fitted now, whatever is left to do: the folder is asked for
+        job.ensure_loaded()
+        job.save(Path(args.save_reference))
+        _console().print(f"saved the fitted reference to {escape(shown(args.save_reference))} (reuse it with "
+                         f"--reference-dir)")
+    scratch: list[Path] = []
 
-    def load() -> None:
-        from ..methods import load_method
+    def prepare() -> OneShotJob:
+        """Before a Ray run: the reference fitted once, here, and saved where every worker reads it."""
+        if job.fitted is not None:
+            return job.for_workers()
+        if args.save_reference is not None:
+            return job.for_workers(Path(args.save_reference).resolve())
+        folder = Path(tempfile.mkdtemp(prefix=".roiprompt-reference-", dir=run.out)).resolve()
+        scratch.append(folder)
+        job.ensure_loaded()
+        job.save(folder)
+        return job.for_workers(folder)
 
-        console = _console()
-        console.print(f"{args.method}: loading the model and fitting the reference")
-        method = load_method(args.method, backbone=args.backbone, **config)
-        run.set_weights(getattr(getattr(method, "backbone", None), "weights_sha256", None))
-        method.set_reference(ref_image, ref_masks, source=str(ref_path))
-        state["method"] = method
+    try:
+        return process(run, job, command="oneshot", argv=args.argv, verb=f"{method}: segmenting",
+                       executor=executor(args, prepare))
+    finally:
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
 
-    def predict(item: Input, image: np.ndarray):
-        return state["method"].predict_all(image, source=str(item))
 
-    def write(item: Input, image: np.ndarray, preds):
-        stem = run.stems[item]
+@dataclass
+class OneShotJob(Job):
+    """``oneshot``'s work on one image: every structure of the reference, from one encode (picklable for Ray:
+    workers get ``fitted``, a saved reference folder, and no arrays).
+
+    Either ``fitted`` (a folder :meth:`Method.save` wrote) or ``reference`` (image, {structure: mask}, source) is
+    set; :meth:`load` loads the first or fits the second."""
+
+    out: Path
+    method: str
+    backbone: str | None
+    weights: str | None
+    config: dict
+    cache_dir: str | None
+    fitted: Path | None = None
+    reference: tuple | None = None
+
+    def load(self) -> None:
+        from ..methods import load_fitted, load_method
+
+        if self.fitted is not None:
+            method = load_fitted(self.fitted, self.backbone, weights=self.weights, cache_dir=self.cache_dir)
+        else:
+            _console().print(f"{self.method}: loading the model and fitting the reference")
+            method = load_method(self.method, backbone=self.backbone or DEFAULT_BACKBONE, weights=self.weights,
+                                 cache_dir=self.cache_dir, **self.config)
+            image, masks, source = self.reference
+            method.set_reference(image, masks, source=source)
+        self.weights_sha256 = getattr(getattr(method, "backbone", None), "weights_sha256", None)
+        self._method = method
+
+    def save(self, folder: Path) -> None:
+        """Save the fitted method (loading it first) to ``folder``."""
+        self.ensure_loaded()
+        self._method.save(folder)
+
+    def for_workers(self, fitted: Path | None = None) -> "OneShotJob":
+        """This job as Ray workers get it: the saved folder, no arrays, nothing loaded."""
+        return OneShotJob(out=self.out, method=self.method, backbone=self.backbone, weights=self.weights,
+                          config=self.config, cache_dir=self.cache_dir, fitted=fitted or self.fitted)
+
+    def predict(self, item: Input, image: np.ndarray):
+        return self._method.predict_all(image, source=str(item))
+
+    def write(self, item: Input, stem: str, image: np.ndarray, preds):
+        from ..data import write_mask_png, write_overlay_png
+
         outputs = {}
         for structure, pred in preds.items():
             rel = f"masks/{_mask_name(stem, structure)}"
-            outputs[rel] = run.write_output(rel, lambda p, mask=pred.mask: write_mask_png(p, mask))
-        outputs[f"overlays/{stem}.png"] = run.write_output(
-            f"overlays/{stem}.png", lambda p: write_overlay_png(p, image, {s: q.mask for s, q in preds.items()}))
-        rows, warnings = [], []
+            outputs[rel] = write_output(self.out, rel, lambda p, mask=pred.mask: write_mask_png(p, mask))
+        outputs[f"overlays/{stem}.png"] = write_output(
+            self.out, f"overlays/{stem}.png",
+            lambda p: write_overlay_png(p, image, {s: q.mask for s, q in preds.items()}))
+        rows, messages = [], []
         for structure, pred in preds.items():
             empty = not pred.mask.any()
             if empty:
-                warnings.append(f"{item}: the {structure} mask is empty")
+                messages.append(f"{item}: the {structure} mask is empty")
             rows.append(prediction_row(structure, pred.scores, pred.mask, ["empty"] if empty else []))
-        return outputs, rows, warnings
+        return outputs, rows, messages
 
-    return process(run, command="oneshot", argv=args.argv, verb=f"{args.method}: segmenting", load=load,
-                   predict=predict, write=write)
+
+#: Backbone of a reference fitted here when --backbone is not given (a --reference-dir names its own).
+DEFAULT_BACKBONE = "litemedsam"
 
 
 #: Overlay of the reference with its masks: ``overlays/reference.png``.
@@ -169,8 +278,8 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
              "one-shot baseline)",
         description="Learn the structures of one annotated reference image and segment them in every target image "
                     f"(also overlays/{REFERENCE_OVERLAY}.png: the reference with its masks). " + OUTPUT_LAYOUT)
-    p.add_argument("--reference", required=True, metavar="IMG", help="the annotated reference image")
-    p.add_argument("--reference-mask", required=True, action="append", metavar="[NAME=]MASK",
+    p.add_argument("--reference", metavar="IMG", help="the annotated reference image")
+    p.add_argument("--reference-mask", action="append", metavar="[NAME=]MASK",
                    help="binary mask of the reference, the size of the image; repeat with NAME=MASK for several "
                         "structures (e.g. --reference-mask left_lung=a.png --reference-mask heart=b.png); a plain "
                         "path names the structure 'roi'")
@@ -183,6 +292,13 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
                         "'#ff0000=lesion' for a colour label map)")
     p.add_argument("--reference-slice", type=int, metavar="N",
                    help="the reference is a NIfTI volume: its slice N (along --axis), for the image and its masks")
+    p.add_argument("--reference-dir", metavar="DIR",
+                   help="a reference fitted and saved by an earlier run (--save-reference DIR) or by "
+                        "method.save(DIR), instead of --reference and --reference-mask: nothing is refit, and the "
+                        "method and structures are the saved ones")
+    p.add_argument("--save-reference", metavar="DIR",
+                   help="save the fitted reference (method, references, what it learned; JSON + safetensors, no "
+                        "pickle) to DIR, for --reference-dir, roiprompt.load_fitted(DIR) or a cluster run")
     p.add_argument("--images", required=True, metavar="DIR_OR_GLOB",
                    help="target images: a folder, a glob or a file (the reference and its masks are left out)")
     p.add_argument("--out", required=True,
@@ -190,11 +306,13 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("--overwrite", action="store_true",
                    help="redo every image, replacing the results in --out (default: resume, skipping finished ones)")
     add_slice_options(p)
-    p.add_argument("--method", default=DEFAULT_METHOD, choices=methods, help=f"default: {DEFAULT_METHOD}")
-    p.add_argument("--backbone", **backbone_option(SAM_BACKBONES))
+    p.add_argument("--method", choices=methods, help=f"default: {DEFAULT_METHOD} (a --reference-dir's own)")
+    p.add_argument("--backbone", **{**backbone_option(SAM_BACKBONES, default=None),
+                                    "help": f"model (default: {DEFAULT_BACKBONE}, or a --reference-dir's own)"})
     p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")
     p.add_argument("--cache-dir", help="on-disk embedding cache directory")
     p.add_argument("--seed", type=int, default=0, help=f"seed of the warping fit ({seeded})")
     p.add_argument("--warp-iterations", type=int, metavar="N",
                    help=f"Adam steps of the warping fit ({seeded}; default: the method's)")
+    add_ray_options(p)
     p.set_defaults(func=cmd_oneshot)

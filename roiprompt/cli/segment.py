@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ from ..errors import PromptWarning, RoiPromptError
 from ._common import OUTPUT_LAYOUT, SAM_BACKBONES, _mask_name, _structure_name, backbone_option
 from ._inputs import IMAGE_SUFFIXES, Input, add_slice_options, list_inputs
 from ._inputs import output_stems
-from ._loop import process
-from ._runs import BatchRun, prediction_row
+from ._loop import Job, process
+from ._ray import add_ray_options, executor
+from ._runs import BatchRun, prediction_row, write_output
 
 #: Structure name of the masks ``segment`` writes unless ``--structure`` names it (the name a single-structure
 #: folder dataset and a plain ``oneshot --reference-mask`` use too).
@@ -27,7 +29,6 @@ def _weights_setting(weights: str | None) -> str | None:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from ..version import __version__
-    from ..data import write_mask_png, write_overlay_png
 
     images = list_inputs(Path(args.images), args.slice, args.axis)
     if not images:
@@ -42,52 +43,67 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 "structure": structure, "slice": args.slice, "axis": args.axis, "roiprompt": __version__}
     run = BatchRun(Path(args.out), settings, images, output_stems(images, [structure]),
                    overwrite=args.overwrite).open()
-    state: dict = {}
+    job = SegmentJob(out=run.out.resolve(), backbone=args.backbone, weights=args.weights, box=args.box,
+                     points=points, labels=labels, structure=structure)
+    return process(run, job, command="segment", argv=args.argv, verb="segmenting", executor=executor(args))
 
-    def load() -> None:
+
+@dataclass
+class SegmentJob(Job):
+    """``segment``'s work on one image: the same box and/or points on every image (picklable, for Ray)."""
+
+    out: Path
+    backbone: str
+    weights: str | None
+    box: list[float] | None
+    points: list[list[float]]
+    labels: list[int]
+    structure: str
+
+    def load(self) -> None:
         from ..models.backbones import load_backbone
         from ..predictor import SamPredictor
 
-        backbone = load_backbone(args.backbone, weights=args.weights)
-        run.set_weights(backbone.weights_sha256)
-        state["predictor"] = SamPredictor(backbone)
+        backbone = load_backbone(self.backbone, weights=self.weights)
+        self.weights_sha256 = backbone.weights_sha256
+        self._predictor = SamPredictor(backbone)
         # A backbone trained with box prompts only says so (Backbone.point_prompts, False for LiteMedSAM): points
         # without a box then give a near-empty mask, and every such row is marked.
-        state["points_only"] = bool(points) and args.box is None and not getattr(backbone, "point_prompts", True)
+        self._points_only = bool(self.points) and self.box is None and not getattr(backbone, "point_prompts", True)
 
-    def predict(item: Input, image: np.ndarray):
-        predictor = state["predictor"]
+    def predict(self, item: Input, image: np.ndarray):
+        predictor = self._predictor
         predictor.set_image(image, source=str(item))
+        points = self.points
         with warnings.catch_warnings():  # the CLI says it itself, per image, and marks the CSV row
             warnings.simplefilter("ignore", PromptWarning)
             res = predictor.predict(points=np.array(points, float) if points else None,
-                                    point_labels=np.array(labels) if points else None,
-                                    box=np.array(args.box, float) if args.box else None)
+                                    point_labels=np.array(self.labels) if points else None,
+                                    box=np.array(self.box, float) if self.box else None)
         mask, iou, _ = res.best()
         return mask, iou
 
-    def write(item: Input, image: np.ndarray, result):
+    def write(self, item: Input, stem: str, image: np.ndarray, result):
+        from ..data import write_mask_png, write_overlay_png
+
         mask, iou = result
-        stem = run.stems[item]
+        structure = self.structure
         mask_rel = f"masks/{_mask_name(stem, structure)}"
-        outputs = {mask_rel: run.write_output(mask_rel, lambda p: write_mask_png(p, mask))}
-        outputs[f"overlays/{stem}.png"] = run.write_output(
-            f"overlays/{stem}.png", lambda p: write_overlay_png(p, image, {structure: mask},
-                                                                 boxes=[args.box] if args.box else None,
-                                                                 points=points or None, labels=labels or None))
-        codes, warnings = [], []
-        if state["points_only"]:
+        outputs = {mask_rel: write_output(self.out, mask_rel, lambda p: write_mask_png(p, mask))}
+        outputs[f"overlays/{stem}.png"] = write_output(
+            self.out, f"overlays/{stem}.png",
+            lambda p: write_overlay_png(p, image, {structure: mask}, boxes=[self.box] if self.box else None,
+                                        points=self.points or None, labels=self.labels or None))
+        codes, messages = [], []
+        if self._points_only:
             codes.append("points_only")
-            warnings.append(f"{item}: points without a box: {args.backbone} was trained with boxes only, the "
+            messages.append(f"{item}: points without a box: {self.backbone} was trained with boxes only, the "
                             "mask is likely poor (add --box)")
         if not mask.any():
             codes.append("empty")
-            warnings.append(f"{item}: the {structure} mask is empty")
+            messages.append(f"{item}: the {structure} mask is empty")
         # the scores a SAM-family prediction reports everywhere (box_prompt too): quality = predicted IoU
-        return outputs, [prediction_row(structure, {"iou_pred": iou, "quality": iou}, mask, codes)], warnings
-
-    return process(run, command="segment", argv=args.argv, verb="segmenting", load=load, predict=predict,
-                   write=write)
+        return outputs, [prediction_row(structure, {"iou_pred": iou, "quality": iou}, mask, codes)], messages
 
 
 def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -111,4 +127,5 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     add_slice_options(p)
     p.add_argument("--backbone", **backbone_option(SAM_BACKBONES))
     p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")
+    add_ray_options(p)
     p.set_defaults(func=cmd_segment)

@@ -36,7 +36,7 @@ from ..models.backbones.base import Backbone, load_backbone
 from ..version import __version__
 from .base import Method, load_method, method_class
 
-__all__ = ["FITTED_FILE", "FORMAT_VERSION", "TENSOR_FILE", "load_fitted", "save_fitted"]
+__all__ = ["FITTED_FILE", "FORMAT_VERSION", "TENSOR_FILE", "load_fitted", "read_fitted", "save_fitted"]
 
 #: Version of the folder layout; a folder of a newer format is refused (upgrade roiprompt to read it).
 FORMAT_VERSION = 1
@@ -220,13 +220,7 @@ def load_fitted(path: str | os.PathLike, backbone: str | Backbone | None = None,
     except InputError as err:  # a config field this roiprompt no longer has, or a value it no longer allows
         raise CheckpointError(f"{shown(path)}: the saved config does not fit this roiprompt's {cls.name!r} ({err}; "
                               f"saved by roiprompt {record['roiprompt_version']})") from None
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path / TENSOR_FILE))
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{shown(path / TENSOR_FILE)}: unreadable safetensors file ({err})") from None
+    tensors = _load_tensors(path)
     try:
         method._restore_fitted_state(record["state"], tensors)
     except RoiPromptError:
@@ -235,6 +229,30 @@ def load_fitted(path: str | os.PathLike, backbone: str | Backbone | None = None,
         raise CheckpointError(f"{shown(path)}: the saved state does not fit {record['method']!r} "
                               f"({type(err).__name__}: {err})") from None
     return method
+
+
+def read_fitted(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A fitted folder's record (``roiprompt_fitted.json``: method, config, backbone, state) and its tensors,
+    hash-checked, without building the method or loading a backbone: what a tool needs to show or route a fitted
+    method (the method's name, a one-shot reference's images and masks).
+
+    Raises:
+        CheckpointError: as :func:`load_fitted`, for the folder and its files.
+    """
+    path = Path(path)
+    record = _read_record(path)
+    _verify_files(path, record)
+    return record, _load_tensors(path)
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path / TENSOR_FILE))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{shown(path / TENSOR_FILE)}: unreadable safetensors file ({err})") from None
 
 
 def _read_record(path: Path) -> dict[str, Any]:
