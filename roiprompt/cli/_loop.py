@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ class Outcome:
     traceback: str = ""
     error: BaseException | None = None
     weights_sha256: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage: read, load, predict, write
 
 
 def _summary(err: BaseException) -> str:
@@ -84,14 +86,24 @@ def _summary(err: BaseException) -> str:
 
 def run_one(job: Job, index: int, item: Input, stem: str) -> Outcome:
     """Read, (load,) predict and write one input; every exception becomes an :class:`Outcome`."""
-    stage = "read"
+    seconds: dict[str, float] = {}
+    stage, start = "read", time.perf_counter()
+
+    def next_stage(name: str) -> None:
+        nonlocal stage, start
+        now = time.perf_counter()
+        seconds[stage] = now - start
+        stage, start = name, now
+
     try:
         image = item.read()
-        stage = "load"
+        next_stage("load")
         job.ensure_loaded()
-        stage = "predict"
+        next_stage("predict")
         result = job.predict(item, image)
+        next_stage("write")
         outputs, rows, warnings = job.write(item, stem, image, result)
+        next_stage("done")
     except StopRun as err:
         return Outcome(index, "stop", message=str(err))
     except Exception as err:  # noqa: BLE001 - sorted here
@@ -100,7 +112,7 @@ def run_one(job: Job, index: int, item: Input, stem: str) -> Outcome:
         if isinstance(err, RoiPromptError):  # a bad file: skipped
             return Outcome(index, "skipped", message=str(err))
         return Outcome(index, "failed", message=_summary(err), traceback=traceback.format_exc())
-    return Outcome(index, "done", outputs, rows, warnings, weights_sha256=job.weights_sha256)
+    return Outcome(index, "done", outputs, rows, warnings, weights_sha256=job.weights_sha256, seconds=seconds)
 
 
 #: An executor runs ``job`` over ``[(index, input, stem), ...]`` and yields each :class:`Outcome` as it is done.
@@ -132,13 +144,14 @@ def process(run: BatchRun, job: Job, *, command: str, argv: Sequence[str], verb:
     console = _console()
     failures: list[str] = []
     errors: list[tuple[str, str, str]] = []  # (image, one-line summary, traceback)
+    stages: dict[str, float] = {}
     for message in run.unreadable:
         console.print(f"[red]skipped[/red] {escape(message)}")
         failures.append(message)
     stopped = False
     try:
         if run.pending:
-            _record(run, job, executor, verb, failures, errors)
+            _record(run, job, executor, verb, failures, errors, stages)
         run.write_volumes()
     except StopRun:
         stopped = True
@@ -154,6 +167,11 @@ def process(run: BatchRun, job: Job, *, command: str, argv: Sequence[str], verb:
     failed = f", {len(errors)} failed" if errors else ""
     console.print(f"{done} {noun}, {len(failures)} skipped{failed}{earlier}: results and {PREDICTIONS} in "
                   f"{escape(shown(run.out))}")
+    if finished := stages.pop("images", 0):  # where the time goes: reading, the model, writing
+        load = stages.pop("load", 0.0)
+        console.print("time per image: " + ", ".join(f"{stage} {total / finished:.3f} s"
+                                                     for stage, total in stages.items())
+                      + f"; model loading {load:.1f} s (summed over workers)")
     if failures:
         console.print(f"[red]skipped {len(failures)} file(s):[/red]")
         for message in failures:
@@ -176,7 +194,7 @@ def process(run: BatchRun, job: Job, *, command: str, argv: Sequence[str], verb:
 
 
 def _record(run: BatchRun, job: Job, executor: Executor, verb: str, failures: list[str],
-            errors: list[tuple[str, str, str]]) -> None:
+            errors: list[tuple[str, str, str]], stages: dict[str, float]) -> None:
     """Feed the pending inputs to ``executor`` and record each outcome: bad files go to ``failures``, unexpected
     exceptions to ``errors``; ``fatal`` re-raises the load error, ``stop`` raises :class:`StopRun`."""
     work = [(i, item, run.stems[item]) for i, item in enumerate(run.pending)]
@@ -202,6 +220,9 @@ def _record(run: BatchRun, job: Job, executor: Executor, verb: str, failures: li
             else:
                 run.set_weights(outcome.weights_sha256)
                 run.add(item, outcome.outputs, outcome.rows)
+                for stage, seconds in outcome.seconds.items():
+                    stages[stage] = stages.get(stage, 0.0) + seconds
+                stages["images"] = stages.get("images", 0) + 1
                 for warning in outcome.warnings:
                     bar.console.print(f"[yellow]warning[/yellow] {escape(warning)}")
             bar.advance(task)

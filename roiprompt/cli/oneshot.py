@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -179,11 +180,12 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         if job.fitted is not None:
             return job.for_workers()
         if args.save_reference is not None:
+            job.release()
             return job.for_workers(Path(args.save_reference).resolve())
         folder = Path(tempfile.mkdtemp(prefix=".roiprompt-reference-", dir=run.out)).resolve()
         scratch.append(folder)
-        job.ensure_loaded()
         job.save(folder)
+        job.release()  # the driver only records from here on: its model would only hold memory
         return job.for_workers(folder)
 
     try:
@@ -229,6 +231,11 @@ class OneShotJob(Job):
         """Save the fitted method (loading it first) to ``folder``."""
         self.ensure_loaded()
         self._method.save(folder)
+
+    def release(self) -> None:
+        """Drop the loaded method (its memory), as if never loaded."""
+        self._method, self._loaded = None, False
+        gc.collect()
 
     def for_workers(self, fitted: Path | None = None) -> "OneShotJob":
         """This job as Ray workers get it: the saved folder, no arrays, nothing loaded."""

@@ -1,5 +1,6 @@
 """``--ray``: the same batch run on a local Ray cluster (``ray.init(num_cpus=2)``, 2 workers) writes the same
-files as a local run, byte for byte, and reports a corrupt image as a local run does. Real BUS-BRA images and the
+files as a local run with the same threads per process, byte for byte, and reports a corrupt image as a local run
+does. Real BUS-BRA images and the
 real LiteMedSAM for ``oneshot``; the tiny ``test-litemedsam`` for ``classify predict``."""
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def test_oneshot_on_ray_matches_local_run(cluster, tmp_path, capsys):
     (images / "corrupt.png").write_bytes((root / "Images" / "bus_0001-l.png").read_bytes()[:300])
     common = ["oneshot", "--reference", str(root / "Images" / "bus_0001-l.png"),
               "--reference-mask", str(root / "Masks" / "mask_0001-l.png"), "--images", str(images),
-              "--method", "persam"]
+              "--method", "persam", "--threads", "1"]  # the same threads per process here and on each worker
     assert main([*common, "--out", str(tmp_path / "local")]) == 1
     local_log = capsys.readouterr().out
     assert main([*common, "--out", str(tmp_path / "ray"), "--ray", "auto", "--workers", "2"]) == 1
@@ -74,7 +75,8 @@ def test_classify_predict_on_ray_matches_local_run(cluster, tmp_path, capsys):
     masks.mkdir()
     for image in images.iterdir():
         shutil.copyfile(root / "BUSBRA" / "Masks" / image.name.replace("bus_", "mask_"), masks / image.name)
-    common = ["classify", "predict", "--model", str(model), "--images", str(images), "--masks", str(masks)]
+    common = ["classify", "predict", "--model", str(model), "--images", str(images), "--masks", str(masks),
+              "--threads", "1"]
     assert main([*common, "--out", str(tmp_path / "local")]) == 0
     assert main([*common, "--out", str(tmp_path / "ray"), "--ray", "auto", "--workers", "2"]) == 0
     capsys.readouterr()
