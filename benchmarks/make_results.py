@@ -493,6 +493,38 @@ def fuzz_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def batch_table(records: list[dict]) -> str:
+    """Whole-cohort oneshot throughput: local, Ray 1 and 2 workers, resume (benchmarks/batch.py)."""
+    by_config: dict[str, dict] = {}
+    for r in records:
+        by_config.setdefault(r["setting"]["config"], {})[r["metric"]] = r
+    n = records[0]["n"]
+    lines = ["## Whole-cohort batch runs: local and Ray (issue 21)\n",
+             f"`roiprompt oneshot` with the one-shot default (`med_persam_plus`) over {n} images (Kvasir-SEG, BUS-BRA "
+             "and JSRT, one command and one train reference per dataset), one run of `python -m benchmarks.batch`: "
+             "each configuration in fresh processes, one after the other, on this 2-core machine. Ray runs use a "
+             "cluster `ray start --head --num-cpus 2`. images/s counts start-up and the reference fit; peak RSS "
+             "*all* sums the driver and the Ray worker processes. Stage times are seconds per image in a worker.\n",
+             "| run | workers x threads | images/s | peak RSS driver (MiB) | peak RSS all (MiB) | read | predict | "
+             "write | files identical to local |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for config in ("local", "ray-1", "ray-2", "resume"):
+        if config not in by_config:
+            continue
+        rate = by_config[config]["images_per_s"]
+        setting = rate["setting"]
+        stages = setting["stages_s_per_image"]
+        shape = f"{setting['workers'] or 1} x {setting['threads']}"
+        lines.append(f"| {config} | {shape} | {rate['mean']:.3f} | "
+                     f"{by_config[config]['peak_rss_driver_mib']['mean']:.0f} | "
+                     f"{by_config[config]['peak_rss_total_mib']['mean']:.0f} | {stages['read']:.3f} | "
+                     f"{stages['predict']:.3f} | {stages['write']:.3f} | "
+                     f"{100 * float(setting['identical_to_local']):.1f} % |")
+    lines.append(f"\nCommand: `{records[0]['command']}`; each run's exact CLI commands are in "
+                 "`benchmarks/results/batch.json` (`run_command`).")
+    return "\n".join(lines)
+
+
 def memory_size_table(records: list[dict]) -> str:
     """Peak RSS against image size, before and after the issue-20 memory work (benchmarks/memory_size.py)."""
     peaks = [r for r in records if r["metric"] == "peak_rss_mb"]
@@ -606,6 +638,9 @@ def main() -> None:
                      "a 16-shot fit <= 60 s from cached encoder tokens on 2 cores. The committed runs used 1 thread "
                      "while another one-thread benchmark used the other core.\n")
         parts.append(classifier_speed_table(clf_speed))
+    batch = [r for r in records if r["task"] == "batch"]
+    if batch:
+        parts.append("\n" + batch_table(batch))
     memory = [r for r in records if r["task"] == "memory_size"]
     if memory:
         parts.append("\n" + memory_size_table(memory))

@@ -135,6 +135,10 @@ def ray_outcomes(job: Job, work: Sequence[tuple[int, Input, str]], *, address: s
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         size = min(workers or max(1, cpus // threads), len(work))  # no idle actor loading a model for nothing
+        if size * threads > cpus:  # Ray would wait for CPUs that may never come (unless the cluster autoscales)
+            logging.getLogger(__name__).warning(
+                "--workers %d x %d thread(s) asks for more CPUs than the cluster has now (%d): the workers that do "
+                "not fit wait for CPUs", size, threads, cpus)
         rows = [{"index": index, "item": pickle.dumps(item), "stem": stem,
                  "absolute": pickle.dumps(Input(Path(item.path).resolve(), item.slice, item.axis))}
                 for index, item, stem in work]

@@ -11,7 +11,8 @@ classifier (``fit --segmenter-dir``), which then also writes the masks it used.
 from __future__ import annotations
 
 import argparse
-import re
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,16 +99,20 @@ def mask_files(folder: Path, inputs: list[Input]) -> dict[Input, list[Path]]:
         if ext in IMAGE_EXTENSIONS:
             by_base.setdefault(base, []).append(path)
     stems = output_stems(inputs, [ROI])
+    # <stem>_<structure> belongs to the longest input stem it starts with (a_2_roi is a_2's, not a's)
+    owners = sorted(set(stems.values()), key=len, reverse=True)
+    structures: dict[str, list[Path]] = {}
+    for base, paths in by_base.items():
+        owner = next((s for s in owners if base.startswith(s + "_")), None)
+        if owner is not None:
+            structures.setdefault(owner, []).extend(paths)
     found: dict[Input, list[Path]] = {}
     for item in inputs:
         stem = stems[item]
         if stem in by_base:
             found[item] = by_base[stem][:1]
-            continue
-        pattern = re.compile(re.escape(stem) + r"_[^_]+$")
-        structures = [p for base, paths in by_base.items() if pattern.match(base) for p in paths]
-        if structures:
-            found[item] = structures
+        elif stem in structures:
+            found[item] = structures[stem]
     return found
 
 
@@ -133,8 +138,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif not has_segmenter and method_class(record["method"]).uses_mask:
         raise RoiPromptError(f"--model {args.model}: {record['method']} classifies the ROI: give --masks DIR (one "
                              "mask per image), or fit it with --segmenter-dir so it segments the ROI itself")
+    # the masks decide the outputs: one hash over every input's mask files (their names and bytes)
+    mask_hashes = {k: [sha256_file(Path(p)) for p in v] for k, v in sorted(masks.items())}
     settings = {"command": "classify predict", "model_sha256": sha256_file(Path(args.model) / FITTED_FILE),
-                "masks": {k: [sha256_file(Path(p)) for p in v] for k, v in masks.items()} if masks else None,
+                "masks_sha256": hashlib.sha256(json.dumps(mask_hashes).encode()).hexdigest() if masks else None,
                 "mask_threshold": args.mask_threshold, "slice": args.slice, "axis": args.axis,
                 "weights": _weights_setting(args.weights), "roiprompt": __version__}
     columns = ("image", "slice", "label", *(f"p_{c}" for c in classes), "roi")

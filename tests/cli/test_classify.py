@@ -139,3 +139,20 @@ def test_reference_dir_reproduces_the_fitted_run(tmp_path, study, capsys):
     assert "differs from the recorded" in capsys.readouterr().err
     assert main(["oneshot", "--reference-dir", str(saved), *reference(), *common, "--out", str(tmp_path / "g")]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_mask_files_pairs_each_image_with_its_masks(tmp_path):
+    """<stem>.<ext> first, else every <stem>_<structure>.png, each owned by the longest stem it starts with."""
+    from roiprompt.cli._inputs import Input
+    from roiprompt.cli.classify import mask_files
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    for name in ("a.png", "a_2.png", "b.png", "c.png", "d.png"):
+        (images / name).write_bytes(b"")
+    for name in ("a_roi.png", "a_2_roi.png", "b.jpg", "b_roi.png", "c_left_lung.png", "c_heart.png", "x.png"):
+        (masks / name).write_bytes(b"")
+    inputs = [Input(images / n) for n in ("a.png", "a_2.png", "b.png", "c.png", "d.png")]
+    found = {item.path.name: sorted(p.name for p in paths) for item, paths in mask_files(masks, inputs).items()}
+    assert found == {"a.png": ["a_roi.png"], "a_2.png": ["a_2_roi.png"], "b.png": ["b.jpg"],
+                     "c.png": ["c_heart.png", "c_left_lung.png"]}
