@@ -1,4 +1,4 @@
-"""Command line: ``roiprompt datasets | methods | segment | oneshot | classify | bench | explain | demo``.
+"""Command line: ``roiprompt datasets | methods | segment | oneshot | classify | bench | explain | demo | report``.
 
 One ``main(argv=None) -> int`` with argparse subcommands, callable from tests. Each command lives in its own
 module (``roiprompt/cli/<command>.py``) with ``register(sub, parents)``, which adds its parser and sets
@@ -31,10 +31,10 @@ import traceback
 from typing import Sequence
 
 from ..errors import RoiPromptError
-from . import bench, classify, datasets, demo, explain, methods, oneshot, segment
+from . import bench, classify, datasets, demo, explain, methods, oneshot, report, segment
 from ._common import EXIT_CODES, _cli_message, write_error_log
 
-COMMANDS = (datasets, methods, segment, oneshot, classify, bench, explain, demo)
+COMMANDS = (datasets, methods, segment, oneshot, classify, bench, explain, demo, report)
 
 
 def _global_options(suppress_defaults: bool) -> argparse.ArgumentParser:
