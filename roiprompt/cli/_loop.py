@@ -121,8 +121,11 @@ Executor = Callable[[Job, Sequence[tuple[int, Input, str]]], Iterable[Outcome]]
 
 def local_executor(job: Job, work: Sequence[tuple[int, Input, str]]) -> Iterator[Outcome]:
     """Run the work in this process, one image at a time, stopping at the first ``fatal`` or ``stop``."""
+    from ..runtime.allocator import release_memory  # (here: importing runtime pulls in torch)
+
     for index, item, stem in work:
         outcome = run_one(job, index, item, stem)
+        release_memory()  # one huge image must not leave its peak resident for the rest of the run
         yield outcome
         if outcome.status in ("fatal", "stop"):
             return

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import RoiPromptError
 from ._inputs import Input
+from ..runtime.allocator import release_memory
 from ._loop import Executor, Job, Outcome, local_executor, run_one
 
 #: ``--ray local``: start a Ray instance on this machine for the run (and stop it after).
@@ -95,6 +96,7 @@ class _Worker:
         for index, given, absolute, stem in zip(batch["index"], batch["item"], batch["absolute"], batch["stem"]):
             item = pickle.loads(given if self.as_given else absolute)
             outcomes.append(_pickled(run_one(self.job, int(index), item, str(stem))))
+            release_memory()
         return {"outcome": np.array(outcomes, dtype=object)}
 
 
