@@ -171,6 +171,27 @@ def ray_cluster(start: bool) -> None:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], check=False, capture_output=True)
 
 
+def _write(json_path: str, results: dict[str, dict], n: int) -> None:
+    """The records of the configurations measured so far (task ``batch``), written atomically."""
+    records = []
+    commit = git_commit()
+    for name, r in results.items():
+        for metric, value in (("images_per_s", r["images_per_s"]), ("peak_rss_driver_mib", r["driver_rss_mib"]),
+                              ("peak_rss_total_mib", r["total_rss_mib"])):
+            records.append({"method": "med_persam_plus", "backbone": "litemedsam", "dataset": "kvasir_seg+busbra+jsrt",
+                            "structure": "polyp/lesion/heart", "task": "batch",
+                            "setting": {"config": name, **CONFIGS[name], "images": n,
+                                        "stages_s_per_image": r["stages"], "seconds": r["seconds"],
+                                        "identical_to_local": r["identical_to_local"], "exit": r["status"]},
+                            "metric": metric, "mean": value, "ci95": None, "n": n,
+                            "seconds_per_image": r["seconds"] / n, "peak_rss_mb": r["total_rss_mib"],
+                            "command": "python -m benchmarks.batch " + shlex.join(sys.argv[1:]),
+                            "run_command": r["commands"], "git_commit": commit})
+    for r in records:
+        assert all(k in r for k in REQUIRED_KEYS), r
+    atomic_write_text(Path(json_path), json.dumps(_strict(records), indent=1, allow_nan=False) + "\n")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=1000, help="cohort size, split over the datasets as 330/424/246")
@@ -206,6 +227,7 @@ def main() -> int:
                          "commands": ["roiprompt " + shlex.join(command(j, folder / j["dataset"], config))
                                       for j in jobs]}
         print(f"{name}: {n} images in {seconds:.0f} s", flush=True)
+        _write(args.json, results, n)  # after every configuration: a stopped run keeps what it measured
     print(f"\n{n} images (" + ", ".join(f"{j['dataset']} {j['n']}" for j in jobs) + "), oneshot med_persam_plus\n")
     print("| run | images/s | s/image | peak RSS driver (MiB) | peak RSS all (MiB) | read | predict | write | "
           "files identical to local's |")
@@ -218,23 +240,7 @@ def main() -> int:
     projection = project(results)
     if projection:
         print("\n" + projection)
-    records = []
-    commit = git_commit()
-    for name, r in results.items():
-        for metric, value in (("images_per_s", r["images_per_s"]), ("peak_rss_driver_mib", r["driver_rss_mib"]),
-                              ("peak_rss_total_mib", r["total_rss_mib"])):
-            records.append({"method": "med_persam_plus", "backbone": "litemedsam", "dataset": "kvasir_seg+busbra+jsrt",
-                            "structure": "polyp/lesion/heart", "task": "batch",
-                            "setting": {"config": name, **CONFIGS[name], "images": n,
-                                        "stages_s_per_image": r["stages"], "seconds": r["seconds"],
-                                        "identical_to_local": r["identical_to_local"], "exit": r["status"]},
-                            "metric": metric, "mean": value, "ci95": None, "n": n,
-                            "seconds_per_image": r["seconds"] / n, "peak_rss_mb": r["total_rss_mib"],
-                            "command": "python -m benchmarks.batch " + shlex.join(sys.argv[1:]),
-                            "run_command": r["commands"], "git_commit": commit})
-    for r in records:
-        assert all(k in r for k in REQUIRED_KEYS), r
-    atomic_write_text(Path(args.json), json.dumps(_strict(records), indent=1, allow_nan=False) + "\n")
+    _write(args.json, results, n)
     print(f"\nrecords: {args.json}")
     return 0
 
