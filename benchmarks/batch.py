@@ -183,7 +183,7 @@ def _write(json_path: str, results: dict[str, dict], n: int) -> None:
                             "setting": {"config": name, **CONFIGS[name], "images": n,
                                         "stages_s_per_image": r["stages"], "seconds": r["seconds"],
                                         "identical_to_local": r["identical_to_local"], "exit": r["status"]},
-                            "metric": metric, "mean": value, "ci95": None, "n": n,
+                            "metric": metric, "mean": value, "ci95": [None, None], "n": n,
                             "seconds_per_image": r["seconds"] / n, "peak_rss_mb": r["total_rss_mib"],
                             "command": "python -m benchmarks.batch " + shlex.join(sys.argv[1:]),
                             "run_command": r["commands"], "git_commit": commit})
