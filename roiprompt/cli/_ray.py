@@ -6,8 +6,8 @@ dataset (one row per input, one block per row, so images stream to whichever wor
 ``map_batches`` runs them through an actor pool: one actor per worker, each holding the loaded model and
 :class:`~._loop.Job`, each writing its images' files into the output folder. Each :class:`~._loop.Outcome` comes
 back to the driver, which appends the manifest line and the CSV rows and advances the progress bar, exactly as a
-local run does, so the output folder holds the same files byte for byte (the worker threads permitting, see
-:func:`add_ray_options`).
+local run does, so the output folder holds the same files byte for byte when each worker runs the threads the
+local run would (``--threads``; PyTorch's float sums depend on the thread count).
 
 Paths must be on storage every node sees (a shared file system); inputs and ``--out`` are made absolute.
 Scheduling, retries of lost workers and placement are Ray's; roiprompt adds no pool or scheduler of its own.
