@@ -1,7 +1,8 @@
 """The tree reads as the architecture (issue 18), checked so that drifting from it fails a test:
 
 * the import graph of roiprompt's units (top-level subpackages and modules) has no cycle and follows the declared
-  layers ``errors/types/files -> data, prompts, metrics -> runtime -> models -> predictor -> methods -> evaluation -> cli``;
+  layers ``errors/types/files -> data, prompts, metrics -> runtime -> models -> predictor -> methods -> evaluation
+  -> batch -> app -> cli``;
 * no file in roiprompt/ is over 400 lines unless README's "Where each method lives" table names it (one algorithm);
 * the CLI routes by registry, never by method name;
 * ``roiprompt methods`` lists every registered method with its task.
@@ -20,7 +21,7 @@ PACKAGE = REPO / "roiprompt"
 
 #: unit -> layer; a unit may import units of its own layer or lower ones, never higher ones.
 LAYERS = {"errors": 0, "types": 0, "files": 0, "version": 0, "data": 1, "prompts": 1, "metrics": 1, "runtime": 2, "models": 3,
-          "predictor": 4, "methods": 5, "evaluation": 6, "cli": 7}
+          "predictor": 4, "methods": 5, "evaluation": 6, "batch": 7, "app": 8, "cli": 9}
 MAX_LINES = 400
 
 

@@ -13,20 +13,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..batch.runs import PREDICTION_COLUMNS, WARNINGS
 from ..errors import RoiPromptError
 
 SAM_BACKBONES = ("litemedsam", "sam", "medsam", "sam2")
 
 #: Backbones registered for tests only (tiny random models): accepted, never offered in help or error messages.
 INTERNAL_BACKBONE_PREFIX = "test-"
-
-#: Columns of ``predictions.csv``, the same for every command that writes masks (``segment``, ``oneshot``).
-PREDICTION_COLUMNS = ("image", "slice", "structure", "iou_pred", "quality", "area_px", "warning")
-#: The score columns: keys of a prediction's ``scores``; a score the method does not give is an empty cell.
-SCORE_COLUMNS = ("iou_pred", "quality")
-#: Codes of the ``warning`` column (several are joined with ``;``).
-WARNINGS = {"empty": "the predicted mask has no pixel",
-            "points_only": "points without a box, given to a backbone trained with boxes only, as LiteMedSAM"}
 
 #: Exit codes of every command (the CLI's --help epilog).
 EXIT_CODES = (
@@ -72,13 +65,8 @@ def _progress():
 
 def _stem(path: Path) -> str:
     """Short name of an input file for ``explain``'s panels: its name up to the first dot (``JPCLN001.IMG.png`` ->
-    ``JPCLN001``). The batch commands name their outputs by :func:`roiprompt.cli._runs.output_stems` instead."""
+    ``JPCLN001``). The batch commands name their outputs by :func:`roiprompt.batch.inputs.output_stems` instead."""
     return path.name.split(".")[0]
-
-
-def _mask_name(stem: str, structure: str) -> str:
-    """File name of a predicted mask under ``masks/``, the same for every command."""
-    return f"{stem}_{structure}.png"
 
 
 def _is_structure_name(value: str) -> bool:
@@ -103,15 +91,6 @@ def _report_skipped(failures: Sequence[str]) -> int:
     for f in failures:
         console.print(f"  {f}")
     return 1
-
-
-def _score(value: Any) -> str:
-    """CSV cell of an optional score: empty when missing or NaN."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return ""
-    return f"{value:.4f}" if np.isfinite(value) else ""
 
 
 def _parse_config(items: Sequence[str]) -> dict:
@@ -211,3 +190,25 @@ def write_error_log(command: str, argv: Sequence[str], text: str) -> Path:
     head = (f"roiprompt {__version__}, python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
             f"command: roiprompt {' '.join(shown(a) for a in argv)}\n\n")
     return atomic_write_text(path, head + text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
+def slice_option(value: str) -> int | str:
+    """argparse type of ``--slice``: a non-negative integer or ``all``."""
+    if value == "all":
+        return value
+    try:
+        index = int(value)
+    except ValueError:
+        index = -1
+    if index < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a slice index (0, 1, ...) or 'all'")
+    return index
+
+
+def add_slice_options(p: argparse.ArgumentParser) -> None:
+    """``--slice`` and ``--axis``: which slices of a NIfTI volume are inputs."""
+    p.add_argument("--slice", type=slice_option, metavar="N|all",
+                   help="NIfTI volumes: slice N, or every slice (all); needed for 3-D volumes, which are otherwise "
+                        "skipped; slices are read in the orientation viewers show (see the README)")
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2,
+                   help="NIfTI volumes: axis of the slices, 0 sagittal, 1 coronal, 2 axial (default)")

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..errors import RoiPromptError, shown
+from ..batch.inputs import Input
+from ..batch.runs import PREDICTIONS, BatchRun, StopRun, escape
 from ._common import _console, _progress
-from ._inputs import Input
-from ._runs import PREDICTIONS, BatchRun, StopRun, escape
 
 
 class Job(abc.ABC):

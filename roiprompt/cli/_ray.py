@@ -26,8 +26,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..batch.inputs import Input
 from ..errors import RoiPromptError
-from ._inputs import Input
 from ..runtime.allocator import release_memory
 from ._loop import Executor, Job, Outcome, local_executor, run_one
 

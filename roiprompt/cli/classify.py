@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from ..batch.inputs import IMAGE_SUFFIXES, Input, list_inputs, mask_name, output_stems
+from ..batch.runs import BatchRun, escape, score_cell, write_output
 from ..errors import InputError, RoiPromptError, shown
-from ._common import _console, _mask_name, _parse_config, _score, backbone_option
-from ._inputs import IMAGE_SUFFIXES, Input, add_slice_options, list_inputs, output_stems
+from ._common import _console, _parse_config, add_slice_options, backbone_option
 from ._loop import Job, process
 from ._ray import add_ray_options, executor
-from ._runs import BatchRun, escape, write_output
 from .segment import _weights_setting
 
 #: Classifier ``fit`` trains unless --method says otherwise: the masked linear probe, level with or above the
@@ -198,9 +198,9 @@ class ClassifyJob(Job):
         pred, source = result
         outputs = {}
         if source.startswith("segmenter"):  # the ROI the classifier used, for review
-            rel = f"masks/{_mask_name(stem, ROI)}"
+            rel = f"masks/{mask_name(stem, ROI)}"
             outputs[rel] = write_output(self.out, rel, lambda p: write_mask_png(p, pred.extras["mask"]))
-        row = {"label": str(pred.label), **{f"p_{c}": _score(p) for c, p in pred.scores.items()}, "roi": source}
+        row = {"label": str(pred.label), **{f"p_{c}": score_cell(p) for c, p in pred.scores.items()}, "roi": source}
         return outputs, [row], []
 
 

@@ -13,13 +13,12 @@ from typing import Sequence
 import numpy as np
 
 from ..data import read_image
+from ..batch.inputs import IMAGE_SUFFIXES, Input, list_inputs, mask_name, output_stems
+from ..batch.runs import BatchRun, escape, prediction_row, write_output
 from ..errors import RoiPromptError, shown
-from ._common import OUTPUT_LAYOUT, SAM_BACKBONES, _console, _is_structure_name, _mask_name, backbone_option
-from ._inputs import IMAGE_SUFFIXES, Input, add_slice_options, list_inputs
-from ._inputs import output_stems
+from ._common import OUTPUT_LAYOUT, SAM_BACKBONES, _console, _is_structure_name, add_slice_options, backbone_option
 from ._loop import Job, process
 from ._ray import add_ray_options, executor
-from ._runs import BatchRun, escape, prediction_row, write_output
 from .segment import _weights_setting
 
 
@@ -250,7 +249,7 @@ class OneShotJob(Job):
 
         outputs = {}
         for structure, pred in preds.items():
-            rel = f"masks/{_mask_name(stem, structure)}"
+            rel = f"masks/{mask_name(stem, structure)}"
             outputs[rel] = write_output(self.out, rel, lambda p, mask=pred.mask: write_mask_png(p, mask))
         outputs[f"overlays/{stem}.png"] = write_output(
             self.out, f"overlays/{stem}.png",

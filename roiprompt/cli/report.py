@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import RoiPromptError, shown
+from ..batch.runs import escape
 from ._common import _console
-from ._runs import escape
 
 
 def _positive_int(text: str) -> int:

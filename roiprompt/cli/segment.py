@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..batch.inputs import IMAGE_SUFFIXES, Input, list_inputs, mask_name, output_stems
+from ..batch.runs import BatchRun, prediction_row, write_output
 from ..errors import PromptWarning, RoiPromptError
-from ._common import OUTPUT_LAYOUT, SAM_BACKBONES, _mask_name, _structure_name, backbone_option
-from ._inputs import IMAGE_SUFFIXES, Input, add_slice_options, list_inputs
-from ._inputs import output_stems
+from ._common import OUTPUT_LAYOUT, SAM_BACKBONES, _structure_name, add_slice_options, backbone_option
 from ._loop import Job, process
 from ._ray import add_ray_options, executor
-from ._runs import BatchRun, prediction_row, write_output
 
 #: Structure name of the masks ``segment`` writes unless ``--structure`` names it (the name a single-structure
 #: folder dataset and a plain ``oneshot --reference-mask`` use too).
@@ -88,7 +87,7 @@ class SegmentJob(Job):
 
         mask, iou = result
         structure = self.structure
-        mask_rel = f"masks/{_mask_name(stem, structure)}"
+        mask_rel = f"masks/{mask_name(stem, structure)}"
         outputs = {mask_rel: write_output(self.out, mask_rel, lambda p: write_mask_png(p, mask))}
         outputs[f"overlays/{stem}.png"] = write_output(
             self.out, f"overlays/{stem}.png",

@@ -21,8 +21,8 @@ from PIL import Image
 
 import roiprompt
 from roiprompt.cli import main
-from roiprompt.cli._inputs import Input
-from roiprompt.cli._inputs import output_stems
+from roiprompt.batch.inputs import Input
+from roiprompt.batch.inputs import output_stems
 from tests.conftest import data_root
 
 BOX = ["40", "40", "300", "260"]
@@ -351,12 +351,12 @@ def test_a_full_disk_mid_run_stops_with_status_2_and_resumes(tmp_path, monkeypat
 
 
 def test_an_internal_error_outside_images_is_one_line_and_a_log(tmp_path, monkeypatch, capsys):
-    import roiprompt.cli._runs
+    import roiprompt.batch.runs
 
     def bug(*args, **kwargs):
         raise KeyError("unexpected")
 
-    monkeypatch.setattr(roiprompt.cli._runs.BatchRun, "open", bug)
+    monkeypatch.setattr(roiprompt.batch.runs.BatchRun, "open", bug)
     folder = copy_images(busbra_images(1), tmp_path / "in")
     assert main(["segment", str(folder), "--box", *BOX, "--out", str(tmp_path / "o")]) == 3
     err = capsys.readouterr().err.strip().splitlines()

@@ -143,7 +143,7 @@ def test_reference_dir_reproduces_the_fitted_run(tmp_path, study, capsys):
 
 def test_mask_files_pairs_each_image_with_its_masks(tmp_path):
     """<stem>.<ext> first, else every <stem>_<structure>.png, each owned by the longest stem it starts with."""
-    from roiprompt.cli._inputs import Input
+    from roiprompt.batch.inputs import Input
     from roiprompt.cli.classify import mask_files
 
     images, masks = tmp_path / "images", tmp_path / "masks"

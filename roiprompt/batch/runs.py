@@ -38,8 +38,25 @@ import numpy as np
 
 from ..errors import RoiPromptError, shown
 from ..files import atomic_write_bytes, sha256_file
-from ._common import PREDICTION_COLUMNS, SCORE_COLUMNS, _mask_name, _score
-from ._inputs import Input, image_labels, volume_stems
+from .inputs import Input, image_labels, mask_name, volume_stems
+
+#: Columns of ``predictions.csv``, the same for every command that writes masks (``segment``, ``oneshot``).
+PREDICTION_COLUMNS = ("image", "slice", "structure", "iou_pred", "quality", "area_px", "warning")
+#: The score columns: keys of a prediction's ``scores``; a score the method does not give is an empty cell.
+SCORE_COLUMNS = ("iou_pred", "quality")
+#: Codes of the ``warning`` column (several are joined with ``;``).
+WARNINGS = {"empty": "the predicted mask has no pixel",
+            "points_only": "points without a box, given to a backbone trained with boxes only, as LiteMedSAM"}
+
+
+def score_cell(value: Any) -> str:
+    """CSV cell of an optional score: empty when missing or NaN."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return ""
+    return f"{value:.4f}" if np.isfinite(value) else ""
+
 
 MANIFEST = "manifest.jsonl"
 PREDICTIONS = "predictions.csv"
@@ -52,7 +69,7 @@ _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[a-z.]+)?$")
 
 def prediction_row(structure: str, scores: Mapping[str, Any], mask: np.ndarray, warnings: Sequence[str]) -> dict:
     """One structure's row of ``predictions.csv`` (without the image cell), as the manifest stores it."""
-    return {"structure": structure, **{k: _score(scores.get(k)) for k in SCORE_COLUMNS},
+    return {"structure": structure, **{k: score_cell(scores.get(k)) for k in SCORE_COLUMNS},
             "area_px": str(int(np.count_nonzero(mask))), "warning": ";".join(warnings)}
 
 
@@ -348,8 +365,8 @@ class BatchRun:
             structures = list(dict.fromkeys(row["structure"] for item in slices
                                             for row in self.entries[self.stems[item]]["rows"]))
             for structure in structures:
-                rels = {item.slice or 0: f"masks/{_mask_name(self.stems[item], structure)}" for item in slices}
-                rel = f"masks/{_mask_name(stem, structure).removesuffix('.png')}.nii.gz"
+                rels = {item.slice or 0: f"masks/{mask_name(self.stems[item], structure)}" for item in slices}
+                rel = f"masks/{mask_name(stem, structure).removesuffix('.png')}.nii.gz"
                 # the volume is derived from its slices' masks (their SHA-256): rewritten only when they changed
                 mask_hashes = {str(item.slice or 0): self.entries[self.stems[item]]["outputs"].get(
                     rels[item.slice or 0]) for item in slices}

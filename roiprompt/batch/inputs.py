@@ -7,7 +7,6 @@ unique output names each input writes.
 
 from __future__ import annotations
 
-import argparse
 import glob
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError, shown
-from ._common import _mask_name
 
 #: File suffixes a folder listing picks up (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".gif")
@@ -62,28 +60,6 @@ class Input:
         return read_image(self.path, slice=self.slice, axis=self.axis)
 
 
-def slice_option(value: str) -> int | str:
-    """argparse type of ``--slice``: a non-negative integer or ``all``."""
-    if value == "all":
-        return value
-    try:
-        index = int(value)
-    except ValueError:
-        index = -1
-    if index < 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: give a slice index (0, 1, ...) or 'all'")
-    return index
-
-
-def add_slice_options(p: argparse.ArgumentParser) -> None:
-    """``--slice`` and ``--axis``: which slices of a NIfTI volume are inputs."""
-    p.add_argument("--slice", type=slice_option, metavar="N|all",
-                   help="NIfTI volumes: slice N, or every slice (all); needed for 3-D volumes, which are otherwise "
-                        "skipped; slices are read in the orientation viewers show (see the README)")
-    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2,
-                   help="NIfTI volumes: axis of the slices, 0 sagittal, 1 coronal, 2 axial (default)")
-
-
 def _list_files(target: Path) -> list[Path]:
     if target.is_dir():
         return sorted(p for p in target.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
@@ -118,6 +94,11 @@ def list_inputs(target: Path, slice: int | str | None = None, axis: int = 2) -> 
 
 
 # -- output names: unique per input ---------------------------------------------------------------------------------------------
+def mask_name(stem: str, structure: str) -> str:
+    """File name of a predicted mask under ``masks/``, the same for every command."""
+    return f"{stem}_{structure}.png"
+
+
 def _base_and_extension(path: Path) -> tuple[str, str]:
     """``("a.1", ".png")`` for ``a.1.png``; a name without an image extension (a DICOM file ``IM.0001``) is kept
     whole, with no extension."""
@@ -132,7 +113,7 @@ def _base_and_extension(path: Path) -> tuple[str, str]:
 
 def output_files(stem: str, structures: Iterable[str]) -> list[str]:
     """The files one input writes, relative to ``--out``: its masks, then its overlay."""
-    return [f"masks/{_mask_name(stem, s)}" for s in structures] + [f"overlays/{stem}.png"]
+    return [f"masks/{mask_name(stem, s)}" for s in structures] + [f"overlays/{stem}.png"]
 
 
 def output_stems(inputs: Sequence[Input], structures: Sequence[str],
