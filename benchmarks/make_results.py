@@ -525,6 +525,20 @@ def batch_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def app_table(records: list[dict]) -> str:
+    """The browser app against its targets (benchmarks/app.py): preview, throughput against the CLI, latency."""
+    first = records[0]
+    lines = ["## The browser app (issue 22)\n",
+             f"`roiprompt app` driven over its HTTP API as the page drives it, in one process with the server, "
+             f"2 threads, on {first['n']} JSRT test images (heart) with one JSRT train reference; the CLI row is "
+             "`roiprompt oneshot` on the same images and reference in a fresh process (exact command in "
+             "`benchmarks/results/app.json`, `run_command`). One run.\n",
+             "| metric | value | note |", "|---|---|---|"]
+    lines += [f"| {r['metric']} | {r['mean']:.3f} | {r['setting'].get('note', '')} |" for r in records]
+    lines.append(f"\nCommand: `{first['command']}`.")
+    return "\n".join(lines)
+
+
 def memory_size_table(records: list[dict]) -> str:
     """Peak RSS against image size, before and after the issue-20 memory work (benchmarks/memory_size.py)."""
     peaks = [r for r in records if r["metric"] == "peak_rss_mb"]
@@ -641,6 +655,9 @@ def main() -> None:
     batch = [r for r in records if r["task"] == "batch"]
     if batch:
         parts.append("\n" + batch_table(batch))
+    app = [r for r in records if r["task"] == "app"]
+    if app:
+        parts.append("\n" + app_table(app))
     memory = [r for r in records if r["task"] == "memory_size"]
     if memory:
         parts.append("\n" + memory_size_table(memory))

@@ -31,10 +31,10 @@ import traceback
 from typing import Sequence
 
 from ..errors import RoiPromptError
-from . import bench, classify, datasets, demo, explain, methods, oneshot, report, segment
+from . import app, bench, classify, datasets, demo, explain, methods, oneshot, report, segment
 from ._common import EXIT_CODES, _cli_message, write_error_log
 
-COMMANDS = (datasets, methods, segment, oneshot, classify, bench, explain, demo, report)
+COMMANDS = (datasets, methods, segment, oneshot, classify, bench, explain, demo, report, app)
 
 
 def _global_options(suppress_defaults: bool) -> argparse.ArgumentParser:

@@ -1,68 +1,125 @@
-"""``roiprompt demo``: run the flagship on a few images of each dataset found and write overlays."""
+"""``roiprompt demo``: the flagship on each dataset found. One annotated train image per dataset, its structure
+segmented in the first test images by the one-shot default (the ``roiprompt oneshot`` command itself), Dice next
+to the box oracle, an HTML report per dataset, and the ``roiprompt app`` command to go on in the browser."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from ._common import _console, _progress
+from ..batch.runs import escape
+from ._common import _console
 from .datasets import _find_datasets
 
-#: The method the demo runs: the oracle box prompt, the upper bound every other segmenter is compared with.
-DEMO_METHOD = "box_prompt"
+#: The oracle printed beside the one-shot Dice: LiteMedSAM prompted with the ground-truth box (an upper bound).
+ORACLE = "box_prompt"
+#: The structure shown per dataset (default: its first): JSRT's heart, the anatomy the one-shot table leads with.
+DEMO_STRUCTURE = {"jsrt": "heart"}
+
+
+def _link_images(folder: Path, records) -> None:
+    """``folder`` holds a link to each record's image (the study the app opens, the targets oneshot reads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        link = folder / record.image.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.abspath(record.image))
+
+
+def _demo_dataset(name: str, root: Path, n: int, out: Path, threads: int | None) -> dict:
+    """Run one dataset: oneshot from one train reference over ``n`` test images; Dice, oracle Dice, report."""
+    from .. import metrics
+    from ..data import load_dataset, read_mask, write_mask_png
+    from ..evaluation.report import build_report
+    from ..files import atomic_write_text
+    from ..methods import load_method
+    from . import main
+
+    data = load_dataset(name, root=root)
+    structure = DEMO_STRUCTURE.get(name, data.structures[0])
+    splits = data.splits
+    train = data.split("train") if "train" in splits else data
+    test = data.split("test") if "test" in splits else data
+    reference = next(train[i] for i in range(len(train)) if train[i].masks[structure].any())
+    targets = [s for s in (test[i] for i in range(min(len(test), n + 1))) if s.id != reference.id][:n]
+    ref_record = train.records[train.ids.index(reference.id)]
+    target_records = [test.records[test.ids.index(s.id)] for s in targets]
+    images, run, truth = out / name / "images", out / name / "oneshot", out / name / "truth"
+    _link_images(images, [ref_record, *target_records])
+    argv = ["oneshot", "--reference", str(images / ref_record.image.name), "--reference-mask",
+            f"{structure}={ref_record.masks[structure]}", "--images", str(images), "--out", str(run), "--overwrite"]
+    if ref_record.mask_threshold is not None:
+        argv += ["--mask-threshold", str(ref_record.mask_threshold)]
+    if threads is not None:
+        argv = ["--threads", str(threads), *argv]
+    status = main(argv)
+    if status not in (0, 1):
+        raise SystemExit(status)
+    by_name = {r.image.name: s for r, s in zip(target_records, targets)}
+    oracle = load_method(ORACLE)
+    dice, oracle_dice = [], []
+    lines = (run / "manifest.jsonl").read_text().splitlines()[1:]
+    for entry in map(json.loads, lines):
+        sample = by_name[Path(entry["input"]).name]
+        predicted = read_mask(run / "masks" / f"{entry['stem']}_{structure}.png")
+        dice.append(metrics.dice(predicted, sample.masks[structure]))
+        boxed = oracle.predict(sample.image, **oracle.prompts_from_truth(sample, structure)).mask
+        oracle_dice.append(metrics.dice(boxed, sample.masks[structure]))
+        write_mask_png(truth / f"{entry['stem']}_{structure}.png", sample.masks[structure])
+    report = run / "report.html"
+    atomic_write_text(report, build_report(run, truth, html_path=report))
+    return {"dataset": name, "structure": structure, "images": len(dice), "dice": dice, "oracle": oracle_dice,
+            "report": report, "study": images}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from .. import metrics
-    from ..data import load_dataset, write_overlay_png
-    from ..methods import load_method
+    from ..errors import shown
+    from ..files import atomic_write_text
+    from ..methods.oneshot import DEFAULT_ONESHOT_METHOD
 
     root, found = _find_datasets(args)
     if not found:
         return 2  # set-up: no data
     console = _console()
-    method = load_method(DEMO_METHOD)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = Table(title=f"{DEMO_METHOD} (LiteMedSAM + ground-truth box): Dice on {args.n} images per dataset")
-    for col in ("dataset", "structure", "images", "mean Dice", "min Dice"):
+    results = [_demo_dataset(name, root, args.n, out, getattr(args, "threads", None)) for name in sorted(found)
+               if name != "folder"]
+    table = Table(title=f"{DEFAULT_ONESHOT_METHOD}: one annotated train image -> {args.n} test images per dataset "
+                        f"(Dice); {ORACLE} = LiteMedSAM with the true box, the upper bound")
+    for col in ("dataset", "structure", "images", "one-shot mean Dice", "min", f"{ORACLE} mean Dice", "report"):
         table.add_column(col)
-    with _progress() as bar:
-        for name in sorted(found):
-            data = load_dataset(name, root=root)
-            n = min(args.n, len(data))
-            task = bar.add_task(f"demo: {name}", total=n)
-            dice: dict[str, list[float]] = {s: [] for s in data.structures}
-            for i in range(n):
-                sample = data[i]
-                masks = {}
-                for structure in data.structures:
-                    if not sample.masks[structure].any():
-                        continue
-                    pred = method.predict(sample.image, **method.prompts_from_truth(sample, structure))
-                    dice[structure].append(metrics.dice(pred.mask, sample.masks[structure]))
-                    masks[structure] = pred.mask
-                write_overlay_png(out / f"{name}_{sample.id}.png", sample.image, masks)
-                bar.advance(task)
-            for structure, values in dice.items():
-                table.add_row(name, structure, str(len(values)), f"{np.mean(values):.3f}", f"{np.min(values):.3f}")
+    for r in results:
+        table.add_row(r["dataset"], r["structure"], str(r["images"]), f"{np.mean(r['dice']):.3f}",
+                      f"{np.min(r['dice']):.3f}", f"{np.mean(r['oracle']):.3f}", escape(shown(r["report"])))
     console.print(table)
-    console.print(f"overlays written to {out.resolve()} (predicted masks in colour)")
+    summary = [{**{k: r[k] for k in ("dataset", "structure", "images", "dice", "oracle")},
+                "report": str(r["report"]), "study": str(r["study"])} for r in results]
+    atomic_write_text(out / "demo.json", json.dumps(summary, indent=1) + "\n")
+    if results:
+        console.print("Go on in the browser (annotate, propagate, review, correct, export):\n"
+                      f"  roiprompt app {escape(shown(results[0]['study']))}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Add the ``demo`` subcommand."""
     p = sub.add_parser(
-        "demo", parents=parents, help=f"run {DEMO_METHOD} on a few images of each dataset found, write overlays",
-        description=f"Run {DEMO_METHOD} (LiteMedSAM prompted with the ground-truth box of each structure) on the "
-                    "first --n images of each dataset under the data root; print the Dice per structure and write "
-                    "<dataset>_<id>.png overlays to --out. Exit status: 0 done, 2 no dataset found.")
+        "demo", parents=parents, help="one-shot segmentation from one annotated image on each dataset found, "
+                                      "with the box oracle beside it and an HTML report",
+        description="For each dataset under the data root: take one annotated train image as the reference, run "
+                    "`roiprompt oneshot` (the one-shot default) on the first --n test images, print the Dice next "
+                    f"to {ORACLE} (LiteMedSAM with the ground-truth box, the upper bound), write "
+                    "<out>/<dataset>/oneshot/ (masks, overlays, predictions.csv) with its report.html (Dice "
+                    "against the truth) and <out>/demo.json (every Dice), and print the `roiprompt app` command that opens the same images in the "
+                    "browser. Exit status: 0 done, 2 no dataset found.")
     p.add_argument("--root", help="data root")
-    p.add_argument("--n", type=int, default=4, help="images per dataset")
-    p.add_argument("--out", default="demo_output", help="folder for overlay PNGs")
+    p.add_argument("--n", type=int, default=4, help="test images per dataset")
+    p.add_argument("--out", default="demo_output", help="output folder")
     p.set_defaults(func=cmd_demo)

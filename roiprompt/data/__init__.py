@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .datasets import Dataset, default_root, find_datasets, list_datasets, load_dataset
 from .io import IMAGE_EXTENSIONS, read_image, read_label_map, read_mask, write_mask_nifti, write_mask_png
+from .nifti import write_label_nifti
 from .overlay import write_attention_png, write_overlay_png
 from .sampling import sample_per_class, sample_references
 from .splits import Split, resolve_split
@@ -21,7 +22,7 @@ from .validate import check_image, check_mask
 __all__ = [
     "Dataset", "IMAGE_EXTENSIONS", "check_image", "check_mask", "default_root", "find_datasets", "list_datasets",
     "load_dataset", "read_image", "read_mask", "resolve_split", "sample_per_class", "sample_references", "Split",
-    "read_label_map", "write_mask_nifti", "write_mask_png",
+    "read_label_map", "write_label_nifti", "write_mask_nifti", "write_mask_png",
     "write_attention_png",
     "write_overlay_png",
 ]

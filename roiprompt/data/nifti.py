@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError, shown
 
-__all__ = ["NiftiGeometry", "nifti_geometry", "read_nifti_slice", "write_mask_nifti"]
+__all__ = ["NiftiGeometry", "nifti_geometry", "read_nifti_slice", "write_label_nifti", "write_mask_nifti"]
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,29 @@ def write_mask_nifti(path: str | os.PathLike, like: str | os.PathLike, masks: Ma
     if len(img.shape) == 2:
         volume = volume[:, :, 0]
     out = nib.Nifti1Image(volume, img.affine, header)
+    out.header.set_slope_inter(1, 0)
+    with atomic_path(path) as tmp:
+        nib.save(out, str(tmp))
+    return Path(path)
+
+
+def write_label_nifti(path: str | os.PathLike, labels: np.ndarray) -> Path:
+    """Write a 2-D label map (HxW uint8, displayed orientation) as a one-slice NIfTI with an identity (RAS)
+    affine, so that :func:`read_nifti_slice` and viewers show it as the image it labels.
+
+    Returns:
+        The path (written atomically).
+    """
+    import nibabel as nib
+
+    from ..files import atomic_path
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise InputError(f"{shown(path)}: a label map is HxW, got shape {labels.shape}")
+    geometry = NiftiGeometry((labels.shape[1], labels.shape[0], 1), (0, 1, 2), (False, False, False))
+    data = _from_display(labels.astype(np.uint8), geometry, (0, 1))[:, :, None]
+    out = nib.Nifti1Image(np.ascontiguousarray(data), np.eye(4))
     out.header.set_slope_inter(1, 0)
     with atomic_path(path) as tmp:
         nib.save(out, str(tmp))

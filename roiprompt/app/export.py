@@ -1,0 +1,103 @@
+"""Export what the app shows into its output folder, in the CLI's run layout, so that ``roiprompt report OUT`` and
+every tool reading a ``oneshot`` folder read it too:
+
+* ``masks/<stem>_<structure>.png`` (0/255) and, per 2-D image, ``masks/<stem>.nii.gz`` (one uint8 label map:
+  structure k of the session's list is value k); a NIfTI input's slices also go back into
+  ``masks/<stem>_<structure>.nii.gz`` volumes in its voxel grid;
+* ``overlays/<stem>.png``, ``predictions.csv`` (the ``oneshot`` columns plus ``source``: reference, propagated or
+  corrected) and ``manifest.jsonl``;
+* ``reference/``: the fitted one-shot method on the accepted images (JSON + safetensors), for
+  ``roiprompt oneshot --reference-dir`` and ``roiprompt.load_fitted``;
+* ``report.html``: the self-contained report of :mod:`roiprompt.evaluation.report`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..batch.inputs import mask_name
+from ..batch.runs import PREDICTION_COLUMNS, BatchRun, prediction_row
+
+if TYPE_CHECKING:
+    from .session import Session
+
+#: Where the fitted reference set and the report go inside the output folder.
+REFERENCE_DIR, REPORT = "reference", "report.html"
+COLUMNS = (*PREDICTION_COLUMNS, "source")
+
+
+def label_map(masks: dict[str, np.ndarray], structures: Sequence[str]) -> np.ndarray:
+    """HxW uint8: value k + 1 where ``structures[k]`` is (a later structure wins where two overlap)."""
+    first = next(iter(masks.values()))
+    out = np.zeros(first.shape, np.uint8)
+    for k, structure in enumerate(structures):
+        if structure in masks:
+            out[masks[structure]] = k + 1
+    return out
+
+
+def export_session(session: "Session", what: Sequence[str] = ("png", "nifti", "csv", "reference", "report")) -> dict:
+    """Write the session's masks (drafts over accepted over propagated) and the rest to ``session.out``.
+
+    Returns:
+        ``{"out": folder, "images": n, "files": [relative paths written], "labels": {structure: value}}``.
+    """
+    from ..data import write_label_nifti, write_mask_png, write_overlay_png
+    from ..files import atomic_write_text
+    from ..version import __version__
+
+    study, out = session.study, session.out
+    shown = {img.id: session.masks(img.id) for img in study.images if not img.error}
+    shown = {i: m for i, m in shown.items() if m}
+    items = [study.get(i).input for i in shown]
+    stems = {study.get(i).input: study.get(i).stem for i in shown}
+    settings = {"command": "app", "method": session.method_name, "backbone": session.backbone_name,
+                "references": [study.get(i).name for i in session.accepted], "structures": session.structures,
+                "roiprompt": __version__}
+    run = BatchRun(out, settings, items, stems, overwrite=True, columns=COLUMNS).open()
+    if session.has_model():
+        run.set_weights(getattr(session.backbone(), "weights_sha256", None))
+    files: list[str] = []
+    structures = list(session.structures)
+    for image_id, masks in shown.items():
+        img = study.get(image_id)
+        image = study.read(image_id)
+        outputs = {}
+        for structure, mask in masks.items():
+            rel = f"masks/{mask_name(img.stem, structure)}"
+            outputs[rel] = run.write_output(rel, lambda p, m=mask: write_mask_png(p, m))
+        if "nifti" in what and not img.input.is_nifti:
+            rel = f"masks/{img.stem}.nii.gz"
+            outputs[rel] = run.write_output(rel, lambda p: write_label_nifti(p, label_map(masks, structures)))
+        rel = f"overlays/{img.stem}.png"
+        outputs[rel] = run.write_output(rel, lambda p: write_overlay_png(p, image, masks))
+        results = session.results.get(image_id, {})
+        rows = []
+        for structure, mask in masks.items():
+            result = results.get(structure)
+            scores = {} if result is None else {"quality": result.quality, "iou_pred": result.iou_pred}
+            source = ("reference" if image_id in session.accepted else
+                      "corrected" if structure in session.drafts.get(image_id, {}) else "propagated")
+            if source != "propagated":
+                scores = {}
+            rows.append({**prediction_row(structure, scores, mask, [] if mask.any() else ["empty"]),
+                         "source": source})
+        run.add(img.input, outputs, rows)
+        files += list(outputs)
+    if "nifti" in what:
+        run.write_volumes()
+    run.rewrite()
+    files += ["manifest.jsonl", "predictions.csv"]
+    if "reference" in what and session.accepted:
+        method = session.fitted_on_accepted()
+        method.save(out / REFERENCE_DIR)
+        files.append(f"{REFERENCE_DIR}/")
+    if "report" in what:
+        from ..evaluation.report import build_report
+
+        atomic_write_text(out / REPORT, build_report(out, session.truth, html_path=out / REPORT))
+        files.append(REPORT)
+    return {"out": str(out), "images": len(shown), "files": files,
+            "labels": {s: k + 1 for k, s in enumerate(structures)}}
