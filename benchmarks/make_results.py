@@ -529,8 +529,9 @@ def app_table(records: list[dict]) -> str:
     """The browser app against its targets (benchmarks/app.py): preview, throughput against the CLI, latency."""
     first = records[0]
     lines = ["## The browser app (issue 22)\n",
-             f"`roiprompt app` driven over its HTTP API as the page drives it, in one process with the server, "
-             f"2 threads, on {first['n']} JSRT test images (heart) with one JSRT train reference; the CLI row is "
+             f"`roiprompt app` driven over its HTTP API as the page drives it (a fresh process holding the server "
+             f"and the client), 2 threads, on {first['n']} JSRT test images (heart) with one JSRT train reference; "
+             "the CLI row is "
              "`roiprompt oneshot` on the same images and reference in a fresh process (exact command in "
              "`benchmarks/results/app.json`, `run_command`). One run.\n",
              "| metric | value | note |", "|---|---|---|"]

@@ -19,7 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from ..errors import InputError, RoiPromptError
-from .session import Session, check_structure
+from .masks import check_structure
+from .session import Session
 from .study import MAX_UPLOAD_BYTES
 
 STATIC = Path(__file__).parent / "static"
@@ -93,7 +94,7 @@ def create_app(session: Session, local_only: bool = True) -> FastAPI:
         img = session.study.load(image_id(i))
         if img.thumb is None:
             raise HTTPException(404, img.error or "not loaded")
-        return Response(img.thumb, media_type="image/jpeg")
+        return Response(img.thumb, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/api/images/{i}/overlay.jpg")
     def overlay(i: int) -> Response:

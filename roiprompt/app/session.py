@@ -10,7 +10,8 @@ The clinician's loop, in calls:
   in a background thread; results appear one by one with their quality flag);
 * :meth:`Session.export` (:mod:`.export`).
 
-One lock (``model_lock``) serialises the model: an interactive box waits for at most the image being propagated.
+Every model call runs on one thread (:meth:`Session.on_model`), in the order asked: an interactive box waits for
+at most the image being propagated, and the model's thread pools are only ever driven from that one thread.
 """
 
 from __future__ import annotations
@@ -18,47 +19,15 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError, RoiPromptError
+from .masks import Result, check_structure
 from .study import Study, thumbnail
-
-#: Structure names become file names and CSV cells.
-_STRUCTURE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-
-
-def check_structure(name: Any) -> str:
-    """``name`` if it can name a structure (1-40 letters, digits, ``_`` or ``-``), else InputError."""
-    if not isinstance(name, str) or not 0 < len(name) <= 40 or not set(name) <= _STRUCTURE_CHARS:
-        raise InputError(f"structure name {name!r}: use 1-40 letters, digits, '_' or '-' (e.g. heart, left_lung)")
-    return name
-
-
-@dataclass
-class Result:
-    """One structure's propagated mask (packed bits) with its scores."""
-
-    packed: np.ndarray
-    hw: tuple[int, int]
-    quality: float | None
-    iou_pred: float | None
-
-    @classmethod
-    def of(cls, mask: np.ndarray, scores: Mapping[str, Any]) -> "Result":
-        def number(key: str) -> float | None:
-            value = scores.get(key)
-            return None if value is None or not np.isfinite(float(value)) else float(value)
-
-        return cls(np.packbits(mask), mask.shape, number("quality"), number("iou_pred"))
-
-    @property
-    def mask(self) -> np.ndarray:
-        return np.unpackbits(self.packed, count=self.hw[0] * self.hw[1]).reshape(self.hw).astype(bool)
-
 
 class Session:
     """The app's state for one study.
@@ -77,7 +46,9 @@ class Session:
                  weights: str | None = None, config: Mapping[str, Any] | None = None,
                  truth: Path | None = None) -> None:
         from ..methods.oneshot import DEFAULT_ONESHOT_METHOD
+        from ..runtime.allocator import share_main_arena
 
+        share_main_arena()  # the model runs in worker threads: see share_main_arena
         self.study = study
         self.out = Path(out).resolve()
         self.method_name = method or DEFAULT_ONESHOT_METHOD
@@ -85,7 +56,7 @@ class Session:
         self.weights = weights
         self.config = dict(config or {})
         self.truth = truth
-        self.model_lock = threading.Lock()
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roiprompt-model")
         self.state_lock = threading.RLock()
         self._backbone = None if isinstance(backbone, str) else backbone
         self._predictor = None
@@ -118,8 +89,8 @@ class Session:
         return self._backbone is not None
 
     def _predictor_on(self, image_id: int):
-        """The interactive predictor with ``image_id`` set (encoded once; a few recent encodes kept). Call under
-        ``model_lock``."""
+        """The interactive predictor with ``image_id`` set (encoded once; a few recent encodes kept). Call on the
+        model thread (:meth:`on_model`)."""
         from ..predictor import SamPredictor
 
         if self._predictor is None:
@@ -136,11 +107,14 @@ class Session:
             self._encoded = image_id
         return self._predictor
 
+    def on_model(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on the model thread (after what was asked before); its result or its error."""
+        return self._model_thread.submit(fn, *args, **kwargs).result()
+
     def encode(self, image_id: int) -> float:
         """Encode ``image_id`` for annotation now (the page calls it when an image is opened); returns seconds."""
         start = time.perf_counter()
-        with self.model_lock:
-            self._predictor_on(image_id)
+        self.on_model(self._predictor_on, image_id)
         return time.perf_counter() - start
 
     def _touch(self, image_id: int) -> None:
@@ -189,12 +163,15 @@ class Session:
         if box is None and not len(pts):
             raise InputError("draw a box (or click) on the image first")
         start = time.perf_counter()
-        with self.model_lock:
+
+        def decode() -> tuple:
             predictor = self._predictor_on(image_id)
             encoded = time.perf_counter()
-            out = predictor.predict(points=pts[:, :2] if len(pts) else None,
-                                    point_labels=pts[:, 2].astype(int) if len(pts) else None,
-                                    box=None if box is None else np.asarray(box))
+            return encoded, predictor.predict(points=pts[:, :2] if len(pts) else None,
+                                              point_labels=pts[:, 2].astype(int) if len(pts) else None,
+                                              box=None if box is None else np.asarray(box))
+
+        encoded, out = self.on_model(decode)
         mask, iou, _ = out.best()
         with self.state_lock:
             self.add_structure(structure)
@@ -318,8 +295,7 @@ class Session:
                     continue
                 try:
                     image = self.study.read(image_id)
-                    with self.model_lock:
-                        preds = method.predict_all(image, source=self.study.get(image_id).name)
+                    preds = self.on_model(method.predict_all, image, source=self.study.get(image_id).name)
                 except InputError as err:
                     self.failed[image_id] = str(err)
                 else:
@@ -341,15 +317,16 @@ class Session:
         prefix = list(done) == [i for i, _ in references[: len(done)]] and all(
             done[i].keys() == m.keys() and all(np.array_equal(done[i][s], m[s]) for s in m)
             for i, m in references[: len(done)])
-        with self.model_lock:
+        def fit():
             if self.fitted is not None and done and prefix:
-                method = self.fitted
                 for i, masks in references[len(done):]:
-                    method.add_reference(self.study.read(i), masks, source=self.study.get(i).name)
-            else:
-                method = load_method(self.method_name, backbone=self.backbone(), **self.config)
-                method.set_reference([(self.study.read(i), masks) for i, masks in references],
-                                     source=[self.study.get(i).name for i, _ in references])
+                    self.fitted.add_reference(self.study.read(i), masks, source=self.study.get(i).name)
+                return self.fitted
+            fitted = load_method(self.method_name, backbone=self.backbone(), **self.config)
+            return fitted.set_reference([(self.study.read(i), masks) for i, masks in references],
+                                        source=[self.study.get(i).name for i, _ in references])
+
+        method = self.on_model(fit)
         self.fitted, self._fitted_on = method, dict(references)
         return method
 

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
+M_ARENA_MAX = -8
 MIB = 1 << 20
 #: Blocks of this size or more are ``mmap``-ed (returned on free); smaller ones come from the heap.
 MMAP_THRESHOLD = 256 * MIB
@@ -87,6 +88,22 @@ def configure_cpu_allocator() -> bool:
     if not _configured:
         logger.warning("glibc mallopt refused the allocator settings; the encoder will run slower")
     return _configured
+
+
+def share_main_arena() -> bool:
+    """Make every thread allocate from the main heap (glibc ``M_ARENA_MAX=1``), for a process whose model runs
+    outside the main thread (the app: a propagation thread, the web server's worker threads).
+
+    A thread's own glibc arena is capped at 64 MiB, so LiteMedSAM's 67 MB activations are ``mmap``-ed and
+    zero-filled again on every image there, whatever :func:`configure_cpu_allocator` set for the main heap
+    (``benchmarks/app.py``, one run each: 1.17 -> 1.07 s per propagated image). Call it before such threads
+    allocate. Process-wide; a no-op returning False off glibc.
+
+    Returns:
+        True when glibc accepted the setting.
+    """
+    libc = _glibc()
+    return bool(libc is not None and libc.mallopt(M_ARENA_MAX, 1))
 
 
 def resident_bytes() -> int | None:
