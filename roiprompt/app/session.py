@@ -317,6 +317,7 @@ class Session:
         prefix = list(done) == [i for i, _ in references[: len(done)]] and all(
             done[i].keys() == m.keys() and all(np.array_equal(done[i][s], m[s]) for s in m)
             for i, m in references[: len(done)])
+
         def fit():
             if self.fitted is not None and done and prefix:
                 for i, masks in references[len(done):]:
@@ -329,6 +330,13 @@ class Session:
         method = self.on_model(fit)
         self.fitted, self._fitted_on = method, dict(references)
         return method
+
+    def load_references(self, folder: Path) -> list[int]:
+        """Start from a fitted reference folder (see :func:`.references.load_references`); returns the ids shown
+        as accepted."""
+        from .references import load_references
+
+        return load_references(self, Path(folder))
 
     def fitted_on_accepted(self):
         """The one-shot method fitted on the accepted images as they are now (refitted if they changed)."""

@@ -31,6 +31,10 @@ def cmd_app(args: argparse.Namespace) -> int:
                       backbone=args.backbone, weights=args.weights, config=config,
                       truth=None if args.truth is None else Path(args.truth))
     console = _console()
+    if args.reference_dir is not None:
+        found = session.load_references(Path(args.reference_dir))
+        console.print(f"references from {escape(shown(args.reference_dir))}: "
+                      + (", ".join(escape(session.study.get(i).name) for i in found) or "none of them is in the study"))
     console.print(f"roiprompt app: study {escape(shown(study_dir))} ({len(session.study)} images), exports to "
                   f"{escape(shown(out))}")
     console.print(f"open http://{'127.0.0.1' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.port} "
@@ -62,6 +66,9 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2,
                    help="NIfTI volumes: axis of the slices, 0 sagittal, 1 coronal, 2 axial (default)")
     p.add_argument("--truth", metavar="DIR", help="ground-truth masks: the exported report gives Dice against them")
+    p.add_argument("--reference-dir", metavar="DIR",
+                   help="start from a fitted reference (oneshot --save-reference, or an export's reference/): its "
+                        "method is used as fitted, and its reference images found in the study are shown accepted")
     p.add_argument("--method", choices=list_methods(task="oneshot"), help="one-shot method (default: the default)")
     p.add_argument("--backbone", **backbone_option(SAM_BACKBONES))
     p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")

@@ -50,9 +50,11 @@ def _demo_dataset(name: str, root: Path, n: int, out: Path, threads: int | None)
     ref_record = train.records[train.ids.index(reference.id)]
     target_records = [test.records[test.ids.index(s.id)] for s in targets]
     images, run, truth = out / name / "images", out / name / "oneshot", out / name / "truth"
+    fitted = out / name / "reference"
     _link_images(images, [ref_record, *target_records])
     argv = ["oneshot", "--reference", str(images / ref_record.image.name), "--reference-mask",
-            f"{structure}={ref_record.masks[structure]}", "--images", str(images), "--out", str(run), "--overwrite"]
+            f"{structure}={ref_record.masks[structure]}", "--images", str(images), "--out", str(run), "--overwrite",
+            "--save-reference", str(fitted)]
     if ref_record.mask_threshold is not None:
         argv += ["--mask-threshold", str(ref_record.mask_threshold)]
     if threads is not None:
@@ -74,7 +76,7 @@ def _demo_dataset(name: str, root: Path, n: int, out: Path, threads: int | None)
     report = run / "report.html"
     atomic_write_text(report, build_report(run, truth, html_path=report))
     return {"dataset": name, "structure": structure, "images": len(dice), "dice": dice, "oracle": oracle_dice,
-            "report": report, "study": images}
+            "report": report, "study": images, "reference_dir": fitted}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -100,11 +102,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       f"{np.min(r['dice']):.3f}", f"{np.mean(r['oracle']):.3f}", escape(shown(r["report"])))
     console.print(table)
     summary = [{**{k: r[k] for k in ("dataset", "structure", "images", "dice", "oracle")},
-                "report": str(r["report"]), "study": str(r["study"])} for r in results]
+                "report": str(r["report"]), "study": str(r["study"]), "reference_dir": str(r["reference_dir"])}
+               for r in results]
     atomic_write_text(out / "demo.json", json.dumps(summary, indent=1) + "\n")
     if results:
         console.print("Go on in the browser (annotate, propagate, review, correct, export):\n"
-                      f"  roiprompt app {escape(shown(results[0]['study']))}")
+                      f"  roiprompt app {escape(shown(results[0]['study']))} --reference-dir "
+                      f"{escape(shown(results[0]['reference_dir']))}")
     return 0
 
 
@@ -117,7 +121,8 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
                     "`roiprompt oneshot` (the one-shot default) on the first --n test images, print the Dice next "
                     f"to {ORACLE} (LiteMedSAM with the ground-truth box, the upper bound), write "
                     "<out>/<dataset>/oneshot/ (masks, overlays, predictions.csv) with its report.html (Dice "
-                    "against the truth) and <out>/demo.json (every Dice), and print the `roiprompt app` command that opens the same images in the "
+                    "against the truth), <out>/<dataset>/reference/ (the fitted reference) and <out>/demo.json (every "
+                    "Dice), and print the `roiprompt app` command that opens the same images in the "
                     "browser. Exit status: 0 done, 2 no dataset found.")
     p.add_argument("--root", help="data root")
     p.add_argument("--n", type=int, default=4, help="test images per dataset")

@@ -160,6 +160,13 @@ def test_painted_masks_accept_and_export_png_nifti_csv_reference_report(tmp_path
     assert fitted.structures == ["heart", "lung"] and len(fitted.references) == 1
     html = (out / "report.html").read_text()
     assert "img0" in html and "<script" not in html and "http://" not in html and "https://" not in html
+    # a later session starts from the exported reference: shown accepted, propagated without refitting
+    later = Session(Study(tmp_path / "study"), tmp_path / "out2", backbone="test-litemedsam")
+    assert later.load_references(out / "reference") == [0] and later.method_name == "persam"
+    assert later.structures == ["heart", "lung"] and np.array_equal(later.accepted[0]["heart"], first)
+    loaded = later.fitted
+    later.propagate()
+    assert later.wait(300)["state"] == "done" and later.fitted is loaded and sorted(later.results) == [1, 2, 3]
 
 
 def test_propagation_fills_results_and_never_overwrites_accepted_images(tmp_path):

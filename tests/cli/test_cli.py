@@ -79,6 +79,7 @@ def test_demo_runs_the_one_shot_flagship_beside_the_oracle_and_writes_reports(tm
     assert main(["demo", "--root", str(root), "--n", "2", "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "one-shot mean Dice" in out and "box_prompt mean Dice" in out and "roiprompt app " in out
+    assert "--reference-dir" in out and (tmp_path / "o" / "kvasir_seg" / "reference" / "roiprompt_fitted.json").is_file()
     [summary] = json.loads((tmp_path / "o" / "demo.json").read_text())
     assert summary["dataset"] == "kvasir_seg" and summary["images"] == 2
     assert all(0.0 <= d <= 1.0 for d in summary["dice"]) and min(summary["oracle"]) > 0.8
