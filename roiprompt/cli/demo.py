@@ -31,7 +31,7 @@ def _link_images(folder: Path, records) -> None:
         link.symlink_to(os.path.abspath(record.image))
 
 
-def _demo_dataset(name: str, root: Path, n: int, out: Path, threads: int | None) -> dict:
+def _demo_dataset(name: str, root: Path, n: int, out: Path, threads: int | None, warp: int | None) -> dict:
     """Run one dataset: oneshot from one train reference over ``n`` test images; Dice, oracle Dice, report."""
     from .. import metrics
     from ..data import load_dataset, read_mask, write_mask_png
@@ -57,6 +57,8 @@ def _demo_dataset(name: str, root: Path, n: int, out: Path, threads: int | None)
             "--save-reference", str(fitted)]
     if ref_record.mask_threshold is not None:
         argv += ["--mask-threshold", str(ref_record.mask_threshold)]
+    if warp is not None:
+        argv += ["--warp-iterations", str(warp)]
     if threads is not None:
         argv = ["--threads", str(threads), *argv]
     status = main(argv)
@@ -91,8 +93,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2  # set-up: no data
     console = _console()
     out = Path(args.out)
-    results = [_demo_dataset(name, root, args.n, out, getattr(args, "threads", None)) for name in sorted(found)
-               if name != "folder"]
+    results = [_demo_dataset(name, root, args.n, out, getattr(args, "threads", None), args.warp_iterations)
+               for name in sorted(found) if name != "folder"]
     table = Table(title=f"{DEFAULT_ONESHOT_METHOD}: one annotated train image -> {args.n} test images per dataset "
                         f"(Dice); {ORACLE} = LiteMedSAM with the true box, the upper bound")
     for col in ("dataset", "structure", "images", "one-shot mean Dice", "min", f"{ORACLE} mean Dice", "report"):
@@ -127,4 +129,6 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("--root", help="data root")
     p.add_argument("--n", type=int, default=4, help="test images per dataset")
     p.add_argument("--out", default="demo_output", help="output folder")
+    p.add_argument("--warp-iterations", type=int, metavar="N",
+                   help="Adam steps of the reference's warping fit (default: the method's; fewer: a quicker demo)")
     p.set_defaults(func=cmd_demo)

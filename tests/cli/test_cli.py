@@ -76,7 +76,7 @@ def test_demo_runs_the_one_shot_flagship_beside_the_oracle_and_writes_reports(tm
     root = tmp_path / "data"
     root.mkdir()
     (root / "kvasir_seg").symlink_to(data_root("kvasir_seg"))  # one dataset keeps the test short
-    assert main(["demo", "--root", str(root), "--n", "2", "--out", str(tmp_path / "o")]) == 0
+    assert main(["demo", "--root", str(root), "--n", "2", "--warp-iterations", "60", "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "one-shot mean Dice" in out and "box_prompt mean Dice" in out and "roiprompt app " in out
     assert "--reference-dir" in out and (tmp_path / "o" / "kvasir_seg" / "reference" / "roiprompt_fitted.json").is_file()
