@@ -76,12 +76,10 @@ def export_session(session: "Session", what: Sequence[str] = ("png", "nifti", "c
         results = session.results.get(image_id, {})
         rows = []
         for structure, mask in masks.items():
-            result = results.get(structure)
-            scores = {} if result is None else {"quality": result.quality, "iou_pred": result.iou_pred}
             source = ("reference" if image_id in session.accepted else
                       "corrected" if structure in session.drafts.get(image_id, {}) else "propagated")
-            if source != "propagated":
-                scores = {}
+            result = results[structure] if source == "propagated" else None  # a drawn mask has no method scores
+            scores = {} if result is None else {"quality": result.quality, "iou_pred": result.iou_pred}
             rows.append({**prediction_row(structure, scores, mask, [] if mask.any() else ["empty"]),
                          "source": source})
         run.add(img.input, outputs, rows)
