@@ -3,7 +3,8 @@ every tool reading a ``oneshot`` folder read it too:
 
 * ``masks/<stem>_<structure>.png`` (0/255) and, per 2-D image, ``masks/<stem>.nii.gz`` (one uint8 label map:
   structure k of the session's list is value k); a NIfTI input's slices also go back into
-  ``masks/<stem>_<structure>.nii.gz`` volumes in its voxel grid;
+  ``masks/<stem>_<structure>.nii.gz`` volumes in its voxel grid; a DICOM input also gets ``masks/<stem>.seg.dcm``
+  (DICOM-SEG, one segment per structure, referencing the source image);
 * ``overlays/<stem>.png``, ``predictions.csv`` (the ``oneshot`` columns plus ``source``: reference, propagated or
   corrected) and ``manifest.jsonl``;
 * ``reference/``: the fitted one-shot method on the accepted images (JSON + safetensors), for
@@ -38,13 +39,19 @@ def label_map(masks: dict[str, np.ndarray], structures: Sequence[str]) -> np.nda
     return out
 
 
-def export_session(session: "Session", what: Sequence[str] = ("png", "nifti", "csv", "reference", "report")) -> dict:
+EVERYTHING = ("png", "nifti", "dicomseg", "csv", "reference", "report")
+
+
+def export_session(session: "Session", what: Sequence[str] = EVERYTHING) -> dict:
     """Write the session's masks (drafts over accepted over propagated) and the rest to ``session.out``.
 
     Returns:
-        ``{"out": folder, "images": n, "files": [relative paths written], "labels": {structure: value}}``.
+        ``{"out": folder, "images": n, "files": [relative paths written], "labels": {structure: value},
+        "warnings": [what could not be written, e.g. a DICOM-SEG of a file without its UIDs]}``.
     """
     from ..data import write_label_nifti, write_mask_png, write_overlay_png
+    from ..data.dicom_seg import write_dicom_seg
+    from ..errors import InputError
     from ..files import atomic_write_text
     from ..version import __version__
 
@@ -60,6 +67,7 @@ def export_session(session: "Session", what: Sequence[str] = ("png", "nifti", "c
     if session.has_model():
         run.set_weights(getattr(session.backbone(), "weights_sha256", None))
     files: list[str] = []
+    warnings: list[str] = []
     structures = list(session.structures)
     for image_id, masks in shown.items():
         img = study.get(image_id)
@@ -71,6 +79,13 @@ def export_session(session: "Session", what: Sequence[str] = ("png", "nifti", "c
         if "nifti" in what and not img.input.is_nifti:
             rel = f"masks/{img.stem}.nii.gz"
             outputs[rel] = run.write_output(rel, lambda p: write_label_nifti(p, label_map(masks, structures)))
+        if "dicomseg" in what and img.input.path.name.lower().endswith(".dcm"):
+            rel = f"masks/{img.stem}.seg.dcm"
+            ordered = {s: masks[s] for s in structures if s in masks}
+            try:
+                outputs[rel] = run.write_output(rel, lambda p: write_dicom_seg(p, img.input.path, ordered))
+            except InputError as err:
+                warnings.append(f"DICOM-SEG not written: {err}")
         rel = f"overlays/{img.stem}.png"
         outputs[rel] = run.write_output(rel, lambda p: write_overlay_png(p, image, masks))
         results = session.results.get(image_id, {})
@@ -97,5 +112,5 @@ def export_session(session: "Session", what: Sequence[str] = ("png", "nifti", "c
 
         atomic_write_text(out / REPORT, build_report(out, session.truth, html_path=out / REPORT))
         files.append(REPORT)
-    return {"out": str(out), "images": len(shown), "files": files,
+    return {"out": str(out), "images": len(shown), "files": files, "warnings": warnings,
             "labels": {s: k + 1 for k, s in enumerate(structures)}}

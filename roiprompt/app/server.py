@@ -82,7 +82,7 @@ def create_app(session: Session, local_only: bool = True) -> FastAPI:
         return {"study": str(s.study.folder), "out": str(s.out), "method": s.method_name, "version": s.version,
                 "structures": s.structures, "colours": {k: "#%02x%02x%02x" % c for k, c in s.colours().items()},
                 "accepted": list(s.accepted), "job": {k: v for k, v in s.job.items() if k != "traceback"},
-                "images": [s.image_state(img.id) for img in s.study.images]}
+                "images": [s.image_state(img.id) for img in s.study.images], "classify": s.classify.state()}
 
     @app.get("/api/images/{i}/image.png")
     def image_png(i: int) -> Response:
@@ -193,6 +193,40 @@ def create_app(session: Session, local_only: bool = True) -> FastAPI:
         if not path.is_file():
             raise HTTPException(404, "export first")
         return FileResponse(path, media_type="text/html")
+
+    # -- the classify tab ---------------------------------------------------------------------------------------
+    @app.put("/api/images/{i}/label")
+    async def set_label(i: int, request: Request) -> dict:
+        session.classify.set_label(image_id(i), (await _json(request)).get("label"))
+        return {}
+
+    @app.post("/api/classify/labels")
+    async def labels_csv(file: UploadFile = File(...)) -> dict:
+        data = await file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise InputError(f"{file.filename}: over the upload limit of {MAX_UPLOAD_BYTES // 2**20} MiB")
+        return session.classify.read_labels_csv(data, Path(file.filename or "labels.csv").name)
+
+    @app.post("/api/classify/train")
+    async def train(request: Request) -> dict:
+        session.classify.train((await _json(request)).get("method"))
+        return session.job
+
+    @app.post("/api/classify/predict")
+    def classify_predict() -> dict:
+        session.classify.predict()
+        return session.job
+
+    @app.get("/api/images/{i}/attention.png")
+    def attention(i: int) -> Response:
+        return Response(session.classify.attention_png(image_id(i)), media_type="image/png",
+                        headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/classify/export")
+    def classify_export() -> dict:
+        if session.busy():
+            raise RoiPromptError(f"{session.job['kind']} is running; export when it has finished")
+        return session.classify.export()
 
     @app.post("/api/upload")
     async def upload(files: list[UploadFile] = File(...)) -> dict:

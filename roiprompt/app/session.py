@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError, RoiPromptError
+from .classify import Classification
 from .masks import Result, check_structure
 from .study import Study, thumbnail
 
@@ -40,11 +41,12 @@ class Session:
         weights: local checkpoint for the backbone (None: its offline default).
         config: the one-shot method's config fields (e.g. ``warp_iterations``).
         truth: a folder of ground-truth masks: the exported report gives Dice against them.
+        classifier_config: fields of the classify tab's classifier configs (e.g. ``views=1``; :mod:`.classify`).
     """
 
     def __init__(self, study: Study, out: Path, method: str | None = None, backbone: Any = "litemedsam",
                  weights: str | None = None, config: Mapping[str, Any] | None = None,
-                 truth: Path | None = None) -> None:
+                 truth: Path | None = None, classifier_config: Mapping[str, Any] | None = None) -> None:
         from ..methods.oneshot import DEFAULT_ONESHOT_METHOD
         from ..runtime.allocator import share_main_arena
 
@@ -75,6 +77,7 @@ class Session:
         self.job: dict[str, Any] = {"kind": None, "state": "idle", "done": 0, "total": 0, "message": ""}
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
+        self.classify = Classification(self, classifier_config)  # the classify tab: labels, classifier, predictions
 
     # -- model --------------------------------------------------------------------------------------------------
     def backbone(self):
@@ -368,7 +371,7 @@ class Session:
 
         return {s: STRUCTURE_COLOURS[i % len(STRUCTURE_COLOURS)] for i, s in enumerate(self.structures)}
 
-    def export(self, what: Sequence[str] = ("png", "nifti", "csv", "reference", "report")) -> dict:
+    def export(self, what: Sequence[str] = ("png", "nifti", "dicomseg", "csv", "reference", "report")) -> dict:
         """Write the study's masks and the rest to ``out`` (see :func:`.export.export_session`)."""
         from .export import export_session
 

@@ -43,7 +43,9 @@ class StudyImage:
 
     def summary(self) -> dict:
         return {"id": self.id, "name": self.name, "stem": self.stem, "loaded": self.hw is not None or bool(self.error),
-                "size": None if self.hw is None else [self.hw[1], self.hw[0]], "error": self.error}
+                "size": None if self.hw is None else [self.hw[1], self.hw[0]], "error": self.error,
+                # a NIfTI slice names its volume, so the page can step through the volume's slices
+                "volume": self.input.path.name if self.input.slice is not None else None, "slice": self.input.slice}
 
 
 def thumbnail(image: np.ndarray, masks: Mapping[str, np.ndarray] | None = None, size: int = THUMB_SIZE,

@@ -35,6 +35,13 @@ def cmd_app(args: argparse.Namespace) -> int:
         found = session.load_references(Path(args.reference_dir))
         console.print(f"references from {escape(shown(args.reference_dir))}: "
                       + (", ".join(escape(session.study.get(i).name) for i in found) or "none of them is in the study"))
+    if args.labels is not None:
+        path = Path(args.labels)
+        if not path.is_file():
+            raise RoiPromptError(f"--labels {shown(args.labels)}: no such file")
+        loaded = session.classify.read_labels_csv(path.read_bytes(), shown(path))
+        console.print(f"labels from {escape(shown(path))}: {loaded['set']} images"
+                      + (f"; not in the study: {escape(', '.join(loaded['unknown'][:5]))}" if loaded["unknown"] else ""))
     console.print(f"roiprompt app: study {escape(shown(study_dir))} ({len(session.study)} images), exports to "
                   f"{escape(shown(out))}")
     console.print(f"open http://{'127.0.0.1' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.port} "
@@ -52,7 +59,9 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
         description="Start a local web app over a study folder: annotate a reference with a box, clicks or a brush "
                     "(LiteMedSAM), propagate it to every image with the one-shot default, review the results "
                     "sorted by the quality flag, correct and accept images as further references, and export "
-                    "PNG and NIfTI masks, predictions.csv, the fitted reference and an HTML report. Everything "
+                    "PNG and NIfTI masks, predictions.csv, the fitted reference and an HTML report. The Classify "
+                    "tab trains a few-shot classifier on labelled images with their ROI masks and predicts the "
+                    "rest. Everything "
                     "stays on this machine: the app listens on 127.0.0.1 unless --host is given, reads only the "
                     "study folder and writes only --out.")
     p.add_argument("study", nargs="?", metavar="STUDY_DIR",
@@ -69,6 +78,9 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("--reference-dir", metavar="DIR",
                    help="start from a fitted reference (oneshot --save-reference, or an export's reference/): its "
                         "method is used as fitted, and its reference images found in the study are shown accepted")
+    p.add_argument("--labels", metavar="CSV",
+                   help="labels for the Classify tab: a CSV with a header naming the image column (image, id, "
+                        "name or file) and label")
     p.add_argument("--method", choices=list_methods(task="oneshot"), help="one-shot method (default: the default)")
     p.add_argument("--backbone", **backbone_option(SAM_BACKBONES))
     p.add_argument("--weights", help="local checkpoint file or Hugging Face-format folder")

@@ -5,6 +5,9 @@ A *split spec* is one of (``roiprompt bench --split SPEC``, ``resolve_split(data
 ``official``
     The dataset's own ``train`` / ``test`` splits (Kvasir-SEG MedVLSM, BUS-BRA fold 1, JSRT). The default
     wherever the dataset has them.
+``validation``
+    The dataset's own ``train`` / ``val`` splits (BUS-BRA fold 1's validation part): the test part is the
+    validation split, for choosing defaults without looking at test images.
 ``seed:N`` (also ``seed:N,test=F``)
     A seeded split of the whole dataset, :data:`DEFAULT_TEST_FRACTION` (30 %) of the images to test unless
     ``test=F`` says otherwise; stratified by label and grouped by patient (see :func:`seeded_split`). The
@@ -70,15 +73,16 @@ class Split:
 
 
 def parse_split(spec: str) -> dict[str, Any]:
-    """``"official"`` / ``"seed:N[,test=F]"`` / ``"file:PATH"`` -> ``{"kind": ..., ...}``; InputError otherwise.
+    """``"official"`` / ``"validation"`` / ``"seed:N[,test=F]"`` / ``"file:PATH"`` -> ``{"kind": ..., ...}``;
+    InputError otherwise.
 
     Example:
         >>> parse_split("seed:3,test=0.5")
         {'kind': 'seed', 'seed': 3, 'test_fraction': 0.5}
     """
     spec = str(spec).strip()
-    if spec == "official":
-        return {"kind": "official"}
+    if spec in ("official", "validation"):
+        return {"kind": spec}
     if spec.startswith("file:") and len(spec) > 5:
         return {"kind": "file", "path": spec[5:]}
     if m := _SEED.match(spec):
@@ -86,7 +90,7 @@ def parse_split(spec: str) -> dict[str, Any]:
         if not 0 < fraction < 1:
             raise InputError(f"split {spec!r}: the test fraction must be in (0, 1), got {fraction}")
         return {"kind": "seed", "seed": int(m.group(1)), "test_fraction": fraction}
-    raise InputError(f"unknown split {spec!r}; use 'official', 'seed:N' (e.g. seed:0, seed:0,test=0.5) or "
+    raise InputError(f"unknown split {spec!r}; use 'official', 'validation', 'seed:N' (e.g. seed:0, seed:0,test=0.5) or "
                      "'file:PATH' (a CSV with columns id,split)")
 
 
@@ -208,6 +212,11 @@ def resolve_split(dataset: Dataset, split: str | None = None, split_file: str | 
             raise InputError(f"dataset {dataset.name!r} has no official train/test split; use --split seed:0 "
                              "or --split-file FILE")
         result = Split(dataset.split("train"), dataset.split("test"), "official", groups is not None, spec)
+    elif spec["kind"] == "validation":
+        if not {"train", "val"} <= set(dataset.splits):
+            raise InputError(f"dataset {dataset.name!r} has no official validation split (its splits: "
+                             f"{sorted(dataset.splits)}); use --split seed:0 or --split-file FILE")
+        result = Split(dataset.split("train"), dataset.split("val"), "validation", groups is not None, spec)
     elif spec["kind"] == "seed":
         train, test = seeded_split(dataset.labels, spec["seed"], spec["test_fraction"], groups)
         result = Split(dataset.subset(train), dataset.subset(test), _seed_name(spec["seed"], spec["test_fraction"]),

@@ -155,7 +155,8 @@ def run_classification_bench(
     for name in methods:
         for k in shots:
             runs: dict[str, list[dict[str, float]]] = {s: [] for s in mask_sources}
-            fit_s, test_s, confusion, report, setting = [], [], {s: [] for s in mask_sources}, {}, {}
+            fit_s, train_s, steps, test_s = [], [], [], []
+            confusion, report, setting = {s: [] for s in mask_sources}, {}, {}
             for seed in range(seeds):
                 try:
                     support = [train[i] for i in sample_per_class(train, k, seed)]
@@ -167,6 +168,8 @@ def run_classification_bench(
                                                        allow_empty_mask=True, **{**base, **extra})
                 method.fit(support)
                 fit_s.append(method.fit_seconds)
+                steps.append(len(method.losses))  # fewer than the schedule's when training stopped early
+                train_s.append(getattr(method, "train_seconds", float("nan")))
                 report, setting = method.parameter_report(), method.setting()
                 for source in mask_sources:
                     start = time.perf_counter()
@@ -201,7 +204,9 @@ def run_classification_bench(
                         extra={"label": label or "label", "mask_source": source, "ci": "t over seeds",
                                "mask_dice_vs_gt": round(mask_dice[source], 4),
                                "seed_values": [round(float(v), 4) for v in values],
-                               "fit_seconds": round(float(np.mean(fit_s)), 2), **report,
+                               "fit_seconds": round(float(np.mean(fit_s)), 2),
+                               "train_steps": round(float(np.mean(steps)), 1),
+                               "train_seconds": round(float(np.mean(train_s)), 2), **report,
                                "classes": method.classes, "test_images": len(samples),
                                "confusion": confusion[source] if score == "accuracy" else None,
                                **data_split.record_fields(),

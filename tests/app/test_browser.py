@@ -179,3 +179,119 @@ def test_annotate_propagate_review_correct_accept_export_in_chromium(tmp_path, b
         assert page.locator("img").count() >= 6
         _shot(page, "6-report")
     print("propagated Dice:", {k: round(v, 3) for k, v in propagated.items()}, "preview s:", round(preview, 3))
+
+
+def _train_and_predict(page, method: str) -> None:
+    """Train ``method`` on the labelled cards, then predict the rest, with the page's buttons."""
+    page.select_option("#classifier", method)
+    for button, kind in (("#train", "training"), ("#predict", "classifying")):
+        page.click(button)
+        page.wait_for_function(f"document.querySelector('#status').dataset.kind === '{kind}' && "
+                               "document.querySelector('#status').dataset.state === 'done'", timeout=300_000)
+
+
+def test_classify_tab_label_train_predict_explain_export_in_chromium(tmp_path, browser_page, litemedsam):
+    """The classify tab on 14 real BUS-BRA images: label 4 per class with the page's selects, train the masked
+    probe, predict the 6 others, train MedFocusCLIP and open its attention panel, export; the exported CSV holds
+    what the page showed."""
+    import csv
+
+    from roiprompt.data import load_dataset, sample_per_class
+    from tests.conftest import data_root
+
+    page = browser_page
+    test = load_dataset("busbra", root=data_root("busbra").parent, label="pathology").split("test")
+    samples = [test[i] for i in sample_per_class(test, 7, seed=0)]  # 7 benign, then 7 malignant
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for s in samples:
+        Image.fromarray(s.image).save(folder / f"{s.id}.png")
+    # views=1: one encoder pass per labelled image (the default 4 views costs 4; benchmarks/classify_schedule.py
+    # times the default)
+    session = Session(Study(folder), tmp_path / "out", backbone=litemedsam, classifier_config={"views": 1})
+    ids = {img.stem: img.id for img in session.study.images}
+    for s in samples:  # the lesions' masks, as drawn or propagated on the Segment tab (tested above)
+        session.set_mask(ids[s.id], "lesion", s.masks["lesion"])
+    session.load_study()
+    labelled = [s for s in samples if s.label == "benign"][:4] + [s for s in samples if s.label == "malignant"][:4]
+    rest = [s for s in samples if s not in labelled]
+    with Served(session) as url:
+        page.goto(url)
+        page.click(".tab[data-tab=classify]")
+        page.wait_for_function("document.querySelectorAll('#cgrid .card img').length === 14", timeout=60_000)
+        for name in ("benign", "malignant"):
+            page.fill("#new-class", name)
+            page.click("#add-class")
+        for s in labelled:
+            card = f"#cgrid .card[data-id='{ids[s.id]}']"
+            page.locator(f"{card} select").select_option(s.label)
+            page.wait_for_function(f"document.querySelector(\"{card}\").dataset.label === '{s.label}'")
+        _shot(page, "7-classify-labels")
+
+        _train_and_predict(page, "linear_probe_masked")
+        page.wait_for_function("document.querySelectorAll('#cgrid .card.predicted').length === 6", timeout=30_000)
+        _shot(page, "8-classify-predictions")
+        predicted = {int(c.get_attribute("data-id")): c.get_attribute("data-pred")
+                     for c in page.locator("#cgrid .card.predicted").all()}
+        assert sorted(predicted) == sorted(ids[s.id] for s in rest)
+        assert set(predicted.values()) <= {"benign", "malignant"}
+        state = session.classify.state()
+        assert {int(i): p["label"] for i, p in state["predictions"].items()} == predicted
+
+        page.click("#classify-export")
+        page.wait_for_function("document.querySelector('#classify-info').dataset.exported !== undefined",
+                               timeout=60_000)
+        rows = {r["image"]: r for r in csv.DictReader((tmp_path / "out/classification/predictions.csv").open())}
+        assert len(rows) == 14
+        for s in rest:
+            row, shown = rows[f"{s.id}.png"], state["predictions"][str(ids[s.id])]
+            assert row["source"] == "predicted" and row["label"] == predicted[ids[s.id]]
+            assert abs(float(row["p_malignant"]) - shown["scores"]["malignant"]) < 1e-4
+        assert all(rows[f"{s.id}.png"]["label"] == s.label for s in labelled)
+
+        # MedFocusCLIP reads the same cached tokens; its attention panel opens on a click
+        _train_and_predict(page, "medfocusclip")
+        target = ids[rest[0].id]
+        page.locator(f"#cgrid .card[data-id='{target}'] img").click()
+        page.wait_for_function(f"document.querySelector('#explain-img').dataset.id === '{target}' && "
+                               "document.querySelector('#explain-img').naturalWidth > 0", timeout=60_000)
+        width = page.evaluate("document.querySelector('#explain-img').naturalWidth")
+        assert width > 2 * rest[0].image.shape[1]  # two panels side by side, at the image's size
+        _shot(page, "9-classify-attention")
+
+
+def test_nifti_volume_slices_step_with_the_slider(tmp_path, browser_page):
+    """A NIfTI volume is one image per slice; the editor's slider steps through the open volume's slices."""
+    from tests.data._make import save_nifti
+
+    page = browser_page
+    folder = tmp_path / "study"
+    volume = np.zeros((64, 80, 5), np.uint8)
+    for k in range(5):
+        volume[10 + 5 * k: 30 + 5 * k, 20:40, k] = 200  # a square that moves down slice by slice
+    save_nifti(folder / "case.nii.gz", volume)
+    Image.fromarray(np.full((64, 80), 90, np.uint8)).save(folder / "plain.png")
+    session = Session(Study(folder), tmp_path / "out", method="persam", backbone="test-litemedsam")
+    session.load_study()
+    with Served(session) as url:
+        page.goto(url)
+        page.wait_for_function("document.querySelectorAll('#thumbs .thumb img').length === 6", timeout=60_000)
+        names = {img.name: img.id for img in session.study.images}
+        _open(page, names["case.nii.gz [z=0]"])
+        assert page.is_visible("#slicer") and page.get_attribute("#slice", "max") == "4"
+        page.locator("#slice").fill("3")  # a range input: sets the value and fires input
+        page.wait_for_function(f"document.querySelector('#canvas').dataset.ready === '{names['case.nii.gz [z=3]']}'",
+                               timeout=60_000)
+        assert "z=3" in page.inner_text("#slice-label") and "4 of 5" in page.inner_text("#slice-label")
+        # what the canvas shows is slice 3: the square's rows, read back from the page's own pixels
+        rows = page.evaluate("""() => { const c = document.querySelector('#canvas'), g = c.getContext('2d');
+            const d = g.getImageData(0, 0, c.width, c.height).data, out = [];
+            for (let y = 0; y < c.height; y++) { let bright = 0;
+              for (let x = 0; x < c.width; x++) bright += d[4 * (y * c.width + x)] > 150;
+              out.push(bright); }
+            return out; }""")
+        scale = page.evaluate("window.roiprompt.scale()")
+        lit = [y for y, n in enumerate(rows) if n > 0]
+        assert abs(lit[0] / scale - 25) <= 2 and abs((lit[-1] + 1) / scale - 45) <= 2, (lit[0], lit[-1], scale)
+        _open(page, names["plain.png"])
+        assert not page.is_visible("#slicer")  # a plain image has no slices

@@ -198,3 +198,86 @@ def test_a_box_gives_a_mask_preview_on_the_interactive_model(tmp_path):
     assert reply["area"] == session.masks(1)["blob"].sum() and session.masks(1)["blob"].shape == (96, 128)
     with pytest.raises(Exception, match="draw a box"):
         session.segment(2, "blob")
+
+
+def test_classify_labels_train_predict_and_export(tmp_path):
+    """The classify tab's API: labels from a CSV (unknown names reported), a refused one-class fit, a fit with
+    progress, predictions for the unlabelled images, and an export the CLI and ``load_fitted`` read back."""
+    import roiprompt
+
+    session = _session(tmp_path, classifier_config={"views": 1, "epochs": 5, "min_steps": 10})
+    hw = (96, 128)
+    for k in range(4):  # every image gets an ROI (the disc, drawn), as propagation would give
+        session.set_mask(k, "lesion", _disc(hw, (40 + 2 * k, 60 + 3 * k), 18))
+    with Served(session) as url:
+        body, ctype = multipart("file", [("labels.csv", b"image,label\nimg0.png,benign\n")])
+        assert json.loads(call(f"{url}/api/classify/labels", "POST", raw=body, content_type=ctype)[1])["set"] == 1
+        status, text = call(f"{url}/api/classify/train", "POST", {"method": "linear_probe_masked"})
+        assert status == 400 and b"at least two classes" in text
+        body, ctype = multipart("file", [("mine.csv", b"file,colour\nimg0.png,red\n")])
+        status, text = call(f"{url}/api/classify/labels", "POST", raw=body, content_type=ctype)
+        assert status == 400 and b"mine.csv" in text and b"label" in text
+        body, ctype = multipart("file", [("labels.csv", b"id,label\nimg1,malignant\nnope.png,benign\n")])
+        loaded = json.loads(call(f"{url}/api/classify/labels", "POST", raw=body, content_type=ctype)[1])
+        assert loaded == {"set": 1, "unknown": ["nope.png"]}
+        assert call(f"{url}/api/images/2/label", "PUT", {"label": "bad/label"})[0] == 400
+        status, text = call(f"{url}/api/classify/train", "POST", {"method": "resnet"})
+        assert status == 400 and b"linear_probe_masked" in text
+        assert call(f"{url}/api/classify/train", "POST", {"method": "linear_probe_masked"})[0] == 200
+        job = session.wait(120)
+        assert job["state"] == "done" and job["kind"] == "training" and job["steps"] >= 10, job
+        assert call(f"{url}/api/classify/predict", "POST")[0] == 200
+        assert session.wait(120)["state"] == "done"
+        state = json.loads(call(f"{url}/api/state")[1])["classify"]
+        assert state["trained_on"] == [0, 1] and state["labels"] == {"0": "benign", "1": "malignant"}
+        assert sorted(state["predictions"]) == ["2", "3"]  # the unlabelled readable images; the broken one is not
+        for p in state["predictions"].values():
+            assert set(p["scores"]) == {"benign", "malignant"} and abs(sum(p["scores"].values()) - 1) < 1e-5
+            assert p["label"] == max(p["scores"], key=p["scores"].get)
+        status, text = call(f"{url}/api/images/2/attention.png")
+        assert status == 400 and b"medfocusclip" in text
+        exported = json.loads(call(f"{url}/api/classify/export", "POST")[1])
+    rows = list(csv.DictReader((tmp_path / "out" / "classification" / "predictions.csv").open()))
+    assert [r["image"] for r in rows] == ["img0.png", "img1.png", "img2.png", "img3.png"] and exported["rows"] == 4
+    assert [r["source"] for r in rows] == ["labelled", "labelled", "predicted", "predicted"]
+    assert rows[0]["label"] == "benign" and rows[0]["p_benign"] == "" and rows[2]["roi"] == "lesion"
+    p2 = state["predictions"]["2"]["scores"]["malignant"]
+    assert abs(float(rows[2]["p_malignant"]) - p2) < 1e-4
+    reloaded = roiprompt.load_fitted(tmp_path / "out" / "classification" / "model", backbone="test-litemedsam")
+    pred = reloaded.predict(session.study.read(2), mask=session.masks(2)["lesion"])
+    assert abs(pred.scores["malignant"] - p2) < 1e-5  # the saved classifier predicts what the page showed
+
+
+def test_dicom_inputs_export_dicom_seg_that_highdicom_reads_back(tmp_path):
+    """A DICOM image's masks go out as DICOM-SEG too (one segment per structure, on its pixel grid, referencing
+    it); a DICOM without its study UID gets PNG and NIfTI masks and a warning naming it, not an error."""
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    from tests.data._make import save_dicom
+
+    folder = tmp_path / "study"
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 4000, (96, 128)).astype(np.uint16)
+    good = save_dicom(folder / "ct1.dcm", pixels, StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid(),
+                      PatientID="anon", Modality="CT")
+    save_dicom(folder / "bare.dcm", pixels)  # no study or series UID
+    session = Session(Study(folder), tmp_path / "out", method="persam", backbone="test-litemedsam")
+    ids = {img.name: img.id for img in session.study.images}
+    heart, lung = _disc((96, 128), (40, 50), 15), _disc((96, 128), (50, 90), 20)
+    for name in ("ct1.dcm", "bare.dcm"):
+        session.set_mask(ids[name], "heart", heart)
+        session.set_mask(ids[name], "lung", lung)
+    result = session.export(("png", "nifti", "dicomseg", "csv"))
+    assert len(result["warnings"]) == 1 and "bare.dcm" in result["warnings"][0]
+    assert "StudyInstanceUID" in result["warnings"][0]
+    assert (tmp_path / "out" / "masks" / "bare_heart.png").is_file()
+    assert not (tmp_path / "out" / "masks" / "bare.seg.dcm").exists()
+    seg = hd.seg.segread(tmp_path / "out" / "masks" / "ct1.seg.dcm")
+    assert [seg.get_segment_description(k).SegmentLabel for k in seg.get_segment_numbers()] == ["heart", "lung"]
+    import pydicom
+
+    uid = pydicom.dcmread(good).SOPInstanceUID
+    planes = seg.get_pixels_by_source_instance([uid], segment_numbers=[1, 2])  # (1, H, W, segments)
+    assert np.array_equal(planes[0, :, :, 0] > 0, heart) and np.array_equal(planes[0, :, :, 1] > 0, lung)
+    assert seg.StudyInstanceUID == pydicom.dcmread(good).StudyInstanceUID and seg.PatientID == "anon"

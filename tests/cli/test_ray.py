@@ -37,9 +37,10 @@ def test_ray_is_installed():
 
 
 def test_oneshot_on_ray_matches_local_run(cluster, tmp_path, capsys):
-    """20 real images and a corrupt one: identical masks, overlays, CSV and manifest; the bad file is reported."""
+    """8 real images and a corrupt one: identical masks, overlays, CSV and manifest; the bad file is reported (the
+    1,000-image runs are benchmarks/batch.py's)."""
     root = data_root("busbra") / "BUSBRA"
-    images = copy_images(busbra_images(20, offset=1), tmp_path / "images")
+    images = copy_images(busbra_images(8, offset=1), tmp_path / "images")
     (images / "corrupt.png").write_bytes((root / "Images" / "bus_0001-l.png").read_bytes()[:300])
     common = ["oneshot", "--reference", str(root / "Images" / "bus_0001-l.png"),
               "--reference-mask", str(root / "Masks" / "mask_0001-l.png"), "--images", str(images),
@@ -49,10 +50,10 @@ def test_oneshot_on_ray_matches_local_run(cluster, tmp_path, capsys):
     assert main([*common, "--out", str(tmp_path / "ray"), "--ray", "auto", "--workers", "2"]) == 1
     ray_log = capsys.readouterr().out
     for log in (local_log, ray_log):
-        assert "20 segmented, 1 skipped" in log
+        assert "8 segmented, 1 skipped" in log
         assert "corrupt.png: cannot read image" in log
     local, on_ray = files(tmp_path / "local"), files(tmp_path / "ray")
-    assert len([k for k in local if k.startswith("masks/")]) == 20
+    assert len([k for k in local if k.startswith("masks/")]) == 8
     assert local.keys() == on_ray.keys()
     assert [k for k in local if local[k] != on_ray[k]] == []
     # the scratch copy of the fitted reference the workers loaded is gone (resume is the local code: the driver

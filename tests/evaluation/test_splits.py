@@ -15,6 +15,7 @@ from tests.evaluation._folder import busbra_folder
 
 def test_parse_split_specs():
     assert parse_split("official") == {"kind": "official"}
+    assert parse_split("validation") == {"kind": "validation"}
     assert parse_split("seed:3") == {"kind": "seed", "seed": 3, "test_fraction": DEFAULT_TEST_FRACTION}
     assert parse_split("seed:0,test=0.5") == {"kind": "seed", "seed": 0, "test_fraction": 0.5}
     assert parse_split("file:a/b.csv") == {"kind": "file", "path": "a/b.csv"}
@@ -95,3 +96,14 @@ def test_official_split_is_the_default_where_it_exists():
     assert split.name == "official"
     assert split.train.ids == data.split("train").ids and split.test.ids == data.split("test").ids
     assert resolve_split(data, "seed:0").name == "seed:0"
+
+
+def test_validation_split_is_busbra_train_against_its_validation_part():
+    data = load_dataset("busbra", root=data_root("busbra").parent, label="pathology")
+    split = resolve_split(data, "validation")
+    assert split.name == "validation"
+    assert split.train.ids == data.split("train").ids and split.test.ids == data.split("val").ids
+    assert not set(split.test.ids) & set(data.split("test").ids)  # never a test image
+    jsrt = load_dataset("jsrt", root=data_root("jsrt").parent)
+    with pytest.raises(InputError, match="no official validation split"):
+        resolve_split(jsrt, "validation")

@@ -26,6 +26,7 @@ async function api(method, path, body, raw) {
 
 function say(text, isError) {
   $("#message").textContent = isError ? text : "";
+  $("#classify-message").textContent = isError ? text : "";
   if (!isError && text) $("#info").textContent = text;
 }
 
@@ -40,7 +41,7 @@ async function poll() {
     const changed = st.version !== S.version;
     S.state = st; S.version = st.version;
     renderJob(st.job);
-    if (changed) { renderStudy(); renderStructures(); renderReview(); if (S.current !== null) refreshCurrent(); }
+    if (changed) { renderStudy(); renderStructures(); renderReview(); renderClassify(); if (S.current !== null) refreshCurrent(); }
   } catch (e) { $("#status").textContent = "server unreachable"; }
   setTimeout(poll, 400);
 }
@@ -49,7 +50,7 @@ function renderJob(job) {
   const p = $("#progress");
   p.max = Math.max(job.total || 1, 1); p.value = job.done || 0;
   let text = job.state === "idle" ? "ready" : `${job.kind}: ${job.done}/${job.total} ${job.state}`;
-  if (job.message && job.state === "running") text += ` (${job.message})`;
+  if (job.message && (job.state === "running" || job.kind === "training")) text += ` (${job.message})`;
   if (job.state === "failed") text = `${job.kind} failed: ${job.message}`;
   $("#status").textContent = text;
   $("#status").dataset.state = job.state;
@@ -57,6 +58,10 @@ function renderJob(job) {
   const running = job.state === "running";
   $("#propagate").disabled = running || !(S.state && S.state.accepted.length);
   $("#export").disabled = running;
+  const c = S.state && S.state.classify;
+  $("#train").disabled = running;
+  $("#predict").disabled = running || !(c && c.trained);
+  $("#classify-export").disabled = running || !(c && c.trained);
   $("#stop").disabled = !running;
 }
 
@@ -141,6 +146,7 @@ async function openImage(id) {
     document.querySelectorAll(".thumb").forEach((t) => t.classList.toggle("current", Number(t.dataset.id) === id));
     const info = S.state.images.find((i) => i.id === id);
     $("#info").textContent = `${info.name}: opening…`;
+    showSlicer(info);
     S.image = await loadImage(`/api/images/${id}/image.png?t=${Date.now()}`);
     fitCanvas();
     await refreshCurrent();
@@ -150,6 +156,20 @@ async function openImage(id) {
     $("#info").textContent = `${info.name} (${S.image.width}×${S.image.height}) ready: ${((performance.now() - t0) / 1000).toFixed(1)} s to encode`;
     $("#canvas").dataset.ready = id;
   });
+}
+
+function volumeSlices(info) {
+  // the images of the open slice's volume, in slice order (a NIfTI volume is one image per slice)
+  return S.state.images.filter((i) => info.volume && i.volume === info.volume && !i.error).sort((a, b) => a.slice - b.slice);
+}
+
+function showSlicer(info) {
+  const slices = volumeSlices(info);
+  $("#slicer").hidden = slices.length < 2;
+  if (slices.length < 2) return;
+  const k = slices.findIndex((i) => i.id === info.id);
+  $("#slice").max = slices.length - 1; $("#slice").value = k;
+  $("#slice-label").textContent = `${info.volume}: ${info.name.match(/\[(.*)\]/)?.[1] || k} (${k + 1} of ${slices.length})`;
 }
 
 function fitCanvas() {
@@ -243,8 +263,9 @@ async function segment(body) {
 
 async function pollOnce() {
   S.state = await api("GET", "/api/state"); S.version = S.state.version;
-  renderStructures(); renderStudy(); renderReview(); await refreshCurrent();
+  renderStructures(); renderStudy(); renderReview(); renderClassify(); renderJob(S.state.job); await refreshCurrent();
 }
+
 
 function onDown(ev) {
   if (S.image === null || S.current === null) return;
@@ -332,6 +353,7 @@ function wire() {
     $("#status").textContent = "exporting…";
     const r = await api("POST", "/api/export");
     $("#status").textContent = `exported ${r.images} images to ${r.out}`;
+    if (r.warnings && r.warnings.length) say(r.warnings.join("; "), true);
     $("#report-link").hidden = false;
   });
   $("#mask-file").onchange = (ev) => guard(async () => {
@@ -347,6 +369,11 @@ function wire() {
     ev.target.value = "";
   });
   window.addEventListener("resize", () => { if (S.image) { fitCanvas(); draw(); } });
+  $("#slice").oninput = () => {
+    const info = S.state.images.find((i) => i.id === S.current);
+    const next = volumeSlices(info)[Number($("#slice").value)];
+    if (next && next.id !== S.current) openImage(next.id);
+  };
 }
 
 wire();

@@ -14,8 +14,9 @@ Pipeline (trainable ≈ 0.36 M parameters on LiteMedSAM; encoders and segmenter 
    two classes are present), ``L_e`` smoothed CE on ``c``. Prediction: the mean of ``softmax(s)`` and ``softmax(c)``.
 
 Our choices (methods.md marks them so): ``v_full`` / ``v_roi`` are standardised with the support set's statistics
-of ``v_full`` (one learning rate for every backbone); the recipe keeps SegPrompt's floor of 300 steps on top of the
-spec's 50 epochs, because 50 epochs of a 2-image support set are 50 steps; the segmented-image cue is not built.
+of ``v_full`` (one learning rate for every backbone); training follows the classifiers' schedule (the spec's 50
+epochs, at least ``min_steps``, stopped early on a flat support loss; :class:`ClassifierConfig`); the
+segmented-image cue is not built.
 
 Example:
     >>> clf = roiprompt.load_method("medfocusclip", class_prompts={
@@ -315,7 +316,7 @@ class ZeroShot(ClassifierMethod):
         scale = float(self.backbone.model.logit_scale.exp())
         return _ZeroShotHead(prompt_embeddings(self.backbone, self.config, self.classes), scale).eval()
 
-    def fit(self, support: Sequence[Sample] = ()) -> "ZeroShot":
+    def fit(self, support: Sequence[Sample] = (), progress: Any = None) -> "ZeroShot":
         """Only records the classes (from ``config.classes`` or the support labels) and encodes their prompts."""
         labels = sorted({str(s.label) for s in support if s.label is not None})
         classes = list(self.config.classes) if self.config.classes else labels

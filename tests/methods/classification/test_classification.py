@@ -51,7 +51,8 @@ def _toy_samples(n: int = 12, size: int = 64) -> list[Sample]:
 def test_segmentation_tokens_change_the_prediction(tiny):
     samples = _toy_samples()
     # only the mask's position tells the classes apart, so a head that learns must listen to it
-    clf = roiprompt.load_method("segprompt", backbone=tiny, **dict(FAST, min_steps=150, lr=3e-3)).fit(samples)
+    # an 8x8 token grid: a quarter of the tokens (4x quicker steps), still enough to tell top from bottom
+    clf = roiprompt.load_method("segprompt", backbone=tiny, **dict(FAST, min_steps=150, lr=3e-3, grid=8)).fit(samples)
     image, mask = samples[0].image, samples[0].masks["roi"]
     moved = np.roll(mask, 32, axis=0)  # same disc, bottom half
     p1, p2 = clf.predict(image, mask=mask), clf.predict(image, mask=moved)
@@ -60,6 +61,31 @@ def test_segmentation_tokens_change_the_prediction(tiny):
     # the VPT baseline has no segmentation stream: the mask is ignored
     vpt = roiprompt.load_method("vpt", backbone=tiny, **FAST).fit(samples)
     assert vpt.predict(image, mask=mask).scores == vpt.predict(image, mask=moved).scores
+
+
+def test_plateau_rule():
+    from roiprompt.methods.classification.base import plateaued
+
+    falling = list(np.linspace(1.0, 0.2, 40))
+    assert not plateaued(falling, 10, 0.01)
+    assert plateaued(falling + [0.2] * 20, 10, 0.01)
+    assert not plateaued([0.5] * 19, 10, 0.01)  # too few steps to tell
+
+
+def test_training_stops_early_on_a_flat_support_loss_and_reports_progress(tiny):
+    samples = _toy_samples()
+    seen: list[tuple[str, int, int]] = []
+    cfg = dict(FAST, epochs=150, min_steps=30, lr=3e-3)  # a 300-step schedule: ceil(12 images / 8) x 150
+    clf = roiprompt.load_method("linear_probe_masked", backbone=tiny, **cfg).fit(
+        samples, progress=lambda *a: seen.append(a))
+    assert 30 <= len(clf.losses) < 300  # stopped once the loss flattened, never before min_steps
+    assert [a for a in seen if a[0] == "encoding"] == [("encoding", i + 1, 12) for i in range(12)]
+    steps = [a for a in seen if a[0] == "training"]
+    assert steps[0] == ("training", 1, 300) and steps[-1] == ("training", 300, 300)  # ends at 100 %
+    full = roiprompt.load_method("linear_probe_masked", backbone=tiny, **cfg, patience=None).fit(samples)
+    assert len(full.losses) == 300  # patience=None: the whole schedule
+    with pytest.raises(InputError, match="patience"):
+        roiprompt.load_method("linear_probe_masked", backbone=tiny, patience=0)
 
 
 def test_head_reads_the_mask_through_seg_tokens_only():
@@ -134,11 +160,12 @@ def test_a_oneshot_segmenter_supplies_the_union_of_structures(tiny, segmenter):
         only.segment(image)
 
 
-@pytest.mark.parametrize("name", ["segprompt", "vpt", "linear_probe", "linear_probe_masked", "mask_channel"])
+@pytest.mark.parametrize("name", ["segprompt", "vpt", "linear_probe", "linear_probe_masked", "linear_probe_crop",
+                                  "mask_channel"])
 def test_only_the_intended_parameters_receive_gradients(tiny, name):
     samples = _toy_samples()
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
-    clf = roiprompt.load_method(name, backbone=tiny, **FAST).fit(samples)
+    clf = roiprompt.load_method(name, backbone=tiny, **dict(FAST, min_steps=2)).fit(samples)  # 2 steps: the wiring
     inputs = clf.inputs(samples[0].image, samples[0].masks["roi"])
     clf.model.train()
     clf.model(**inputs).sum().backward()
@@ -153,6 +180,22 @@ def test_only_the_intended_parameters_receive_gradients(tiny, name):
     if name == "mask_channel":
         assert "mask_embed.weight" in trainable and any(n.startswith("encoder.") for n in trainable)
     assert clf.trainable_parameters() == sum(clf.model.get_parameter(n).numel() for n in trainable)
+
+
+def test_crop_probe_encodes_the_crop_around_the_roi(tiny):
+    samples = _toy_samples()
+    clf = roiprompt.load_method("linear_probe_crop", backbone=tiny, **dict(FAST, min_steps=2)).fit(samples)
+    image, mask = samples[0].image, samples[0].masks["roi"]
+    crop = clf.inputs(image, mask)["tokens"]
+    ys, xs = np.nonzero(mask)
+    h, w = ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()
+    y0, x0 = int(round(ys.min() - 0.25 * h)), int(round(xs.min() - 0.25 * w))
+    by_hand = clf.encoder.tokens(np.ascontiguousarray(image[max(y0, 0):int(round(ys.max() + 1 + 0.25 * h)),
+                                                            max(x0, 0):int(round(xs.max() + 1 + 0.25 * w))]), 1)
+    assert torch.allclose(crop, by_hand)  # the encoder saw the padded box, nothing else
+    assert not torch.allclose(crop, clf.inputs(image, np.roll(mask, 32, axis=0))["tokens"])
+    whole = roiprompt.load_method("linear_probe_crop", backbone=tiny, allow_empty_mask=True, **FAST)
+    assert torch.allclose(whole.inputs(image, np.zeros_like(mask))["tokens"], clf.encoder.tokens(image, 1))
 
 
 def test_mask_channel_starts_as_finetune(tiny):
