@@ -160,7 +160,7 @@ def test_bench_classifier_writes_records(tmp_path):
     code = main(["bench", "segprompt", "--dataset", "jsrt", "--root", str(root), "--structure", "left_lung",
                  "--structure", "right_lung", "--shots", "2", "--seeds", "1", "--masks", "gt,gt_dilated",
                  "--backbone", "test-litemedsam", "--cache-dir", str(tmp_path / "cache"), "--config", "views=1",
-                 "--config", "min_steps=2", "--config", "epochs=1", "--json", str(out)])
+                 "--config", "min_steps=2", "--config", "epochs=1", "--limit", "20", "--json", str(out)])
     assert code == 0
     records = json.loads(out.read_text())
     assert len(records) == 8  # 2 mask sources x 4 scores

@@ -104,23 +104,34 @@ class MatcherLite(OneShotMethod):
 
     config_class = MatcherConfig
 
-    def _segment(self, target: Target, structure: str) -> Prediction:
-        from sklearn.cluster import KMeans
+    def matches(self, image: np.ndarray, structure: str | None = None, *, source: str = "image") -> np.ndarray:
+        """(K, 2) x, y original pixels of the target patches kept by the bidirectional matching (step 1)."""
+        target = self._prepare(image, source)
+        scale = self.backbone.input_size / self.work_size
+        return target.frame.points_to_original(self._matches(target, self._resolve_structure(structure)) * scale)
 
-        c = self.config
+    def _matches(self, target: Target, structure: str) -> np.ndarray:
+        """(K, 2) work-frame x, y of the kept target patches of every reference, inside the image's content."""
         valid = target.frame.valid_region(self.work_size)
         features = target.embedding.features[0]
         g = features.shape[-1]
-        cell = self.work_size / g
         points = []
         for ref in self.references:
             mask = F.adaptive_avg_pool2d(torch.as_tensor(ref.work_masks[structure])[None, None].float(), g)[0, 0]
             if (mask > 0.5).any():
                 points.append(matched_points(ref.embedding.features[0], (mask > 0.5).numpy(), features,
-                                             c.max_patches))
+                                             self.config.max_patches))
         kept = np.concatenate(points) if points else np.zeros((0, 2), int)
-        xy = (kept[:, ::-1] + 0.5) * cell  # (K, 2) work-frame x, y
-        xy = xy[(xy[:, 0] < valid[1]) & (xy[:, 1] < valid[0])]
+        xy = (kept[:, ::-1] + 0.5) * (self.work_size / g)
+        return xy[(xy[:, 0] < valid[1]) & (xy[:, 1] < valid[0])]
+
+    def _segment(self, target: Target, structure: str) -> Prediction:
+        from sklearn.cluster import KMeans
+
+        c = self.config
+        valid = target.frame.valid_region(self.work_size)
+        cell = self.work_size / target.embedding.features.shape[-1]
+        xy = self._matches(target, structure)
         if not len(xy):  # nothing matched consistently: the prototype's best point alone
             sim = self.similarity(target, structure)
             y, x = np.unravel_index(np.argmax(sim[: valid[0], : valid[1]]), (valid[0], valid[1]))
@@ -170,7 +181,9 @@ class MatcherLite(OneShotMethod):
         logits = np.max(np.stack([x[3] for x in merged]), axis=0)
         scale = self.backbone.input_size / self.work_size
         to_orig = target.frame.points_to_original
+        boxes = [x[5] for x in merged if x[5] is not None]
         return Prediction(mask=self.to_original(target, logits),
                           scores={"iou_pred": float(np.mean([x[1] for x in merged])), "quality": float(best)},
-                          extras={"points": to_orig(merged[0][4] * scale), "matched_points": to_orig(xy * scale),
-                                  "merged": len(merged), "low_res_logits": logits})
+                          extras={"points": None if boxes else to_orig(np.concatenate([x[4] for x in merged]) * scale),
+                                  "boxes": np.stack([to_orig(b.reshape(2, 2) * scale).reshape(4) for b in boxes])
+                                  if boxes else None, "low_res_logits": logits})

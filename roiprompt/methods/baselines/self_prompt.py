@@ -129,8 +129,10 @@ class SelfPrompt(OneShotMethod):
         logits, iou = self.decode_low_res(target, box=box)
         scale = self.backbone.input_size / self.work_size
         boxes = target.frame.points_to_original(box.reshape(2, 2) * scale).reshape(1, 4)
+        # the head's map stays out of extras: at a radiograph's 2048² it would be 16 MB per prediction, and
+        # probability() gives it on demand
         return Prediction(mask=self.to_original(target, logits), scores={"iou_pred": iou, "quality": iou},
-                          extras={"boxes": boxes, "probability": prob, "low_res_logits": logits})
+                          extras={"boxes": boxes, "low_res_logits": logits})
 
     # -- saving: the heads are saved, not refit ------------------------------------------------------------------
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:

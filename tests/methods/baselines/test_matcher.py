@@ -40,10 +40,10 @@ def test_heart_from_one_real_radiograph(litemedsam):
         pred = method.predict(sample.image)
         truth = sample.masks["heart"]
         scores.append(dice(pred.mask, truth))
-        xy = pred.extras["matched_points"].round().astype(int)
+        xy = method.matches(sample.image).round().astype(int)
         on_heart = truth[xy[:, 1].clip(0, truth.shape[0] - 1), xy[:, 0].clip(0, truth.shape[1] - 1)].mean()
         assert on_heart >= 0.6, on_heart  # most kept matches land on the target's heart
-        assert 0.0 <= pred.scores["quality"] <= 1.0
+        assert 0.0 <= pred.scores["quality"] <= 1.0 and pred.extras["boxes"].shape[1] == 4
     assert min(scores) >= 0.6, scores
     with pytest.raises(InputError, match="nms"):
         roiprompt.load_method("matcher_lite", backbone=litemedsam, nms=2.0)

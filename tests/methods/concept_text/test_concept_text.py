@@ -151,7 +151,8 @@ def test_short_fit_on_real_jsrt_hearts(litemedsam):
     data = load_dataset("jsrt", root=data_root("jsrt").parent)
     train, test = data.split("train"), data.split("test")
     seg = roiprompt.load_method("concept_text", backbone=litemedsam, structure="heart", keyword="heart area",
-                                max_steps=40, batch_size=4, lr=1e-3).fit([train[i] for i in range(8)])
+                                max_steps=20, batch_size=4, lr=1e-3).fit([train[i] for i in range(8)])
     assert "heart area" in seg.sentence(train[0].image, train[0].masks["heart"])
     scores = [dice(seg.predict(test[i].image).mask, test[i].masks["heart"]) for i in range(4)]
-    assert np.mean(scores) > 0.6, scores  # the 124-image, 150-step benchmark fit reaches Dice 0.93
+    # 20 steps gave 0.83 (0.92, 0.80, 0.88, 0.72); the 124-image, 150-step benchmark fit reaches Dice 0.93
+    assert np.mean(scores) > 0.6, scores
