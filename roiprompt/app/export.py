@@ -1,7 +1,7 @@
 """Export what the app shows into its output folder, in the CLI's run layout, so that ``roiprompt report OUT`` and
 every tool reading a ``oneshot`` folder read it too:
 
-* ``masks/<stem>_<structure>.png`` (0/255) and, per 2-D image, ``masks/<stem>.nii.gz`` (one uint8 label map:
+* ``masks/<stem>_<structure>.png`` (0/255) and, per 2-D image, ``labelmaps/<stem>.nii.gz`` (one uint8 label map:
   structure k of the session's list is value k); a NIfTI input's slices also go back into
   ``masks/<stem>_<structure>.nii.gz`` volumes in its voxel grid; a DICOM input also gets ``masks/<stem>.seg.dcm``
   (DICOM-SEG, one segment per structure, referencing the source image);
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 #: Where the fitted reference set and the report go inside the output folder.
 REFERENCE_DIR, REPORT = "reference", "report.html"
+#: The label maps' folder: beside masks/, not in it, so that ``classify predict --masks OUT/masks`` (which reads
+#: ``<stem>.<ext>`` as the mask of image ``<stem>``) never takes a multi-structure label map for a binary mask.
+LABELMAPS = "labelmaps"
 COLUMNS = (*PREDICTION_COLUMNS, "source")
 
 
@@ -77,7 +80,7 @@ def export_session(session: "Session", what: Sequence[str] = EVERYTHING) -> dict
             rel = f"masks/{mask_name(img.stem, structure)}"
             outputs[rel] = run.write_output(rel, lambda p, m=mask: write_mask_png(p, m))
         if "nifti" in what and not img.input.is_nifti:
-            rel = f"masks/{img.stem}.nii.gz"
+            rel = f"{LABELMAPS}/{img.stem}.nii.gz"
             outputs[rel] = run.write_output(rel, lambda p: write_label_nifti(p, label_map(masks, structures)))
         if "dicomseg" in what and img.input.path.name.lower().endswith(".dcm"):
             rel = f"masks/{img.stem}.seg.dcm"

@@ -168,10 +168,10 @@ def test_annotate_propagate_review_correct_accept_export_in_chromium(tmp_path, b
         stems = {img.id: img.stem for img in session.study.images}
         exported = read_mask(out / "masks" / f"{stems[worst]}_heart.png")
         assert np.array_equal(exported, corrected)  # what the page showed, pixel for pixel
-        assert np.array_equal(read_nifti_slice(out / "masks" / f"{stems[worst]}.nii.gz") == 1, corrected)
+        assert np.array_equal(read_nifti_slice(out / "labelmaps" / f"{stems[worst]}.nii.gz") == 1, corrected)
         assert np.array_equal(read_mask(out / "masks" / f"{stems[0]}_heart.png"), shown)
         for i in range(6):
-            assert np.array_equal(read_nifti_slice(out / "masks" / f"{stems[i]}.nii.gz") == 1,
+            assert np.array_equal(read_nifti_slice(out / "labelmaps" / f"{stems[i]}.nii.gz") == 1,
                                   read_mask(out / "masks" / f"{stems[i]}_heart.png"))
 
         # 9. the report opens in the browser

@@ -149,9 +149,9 @@ def test_painted_masks_accept_and_export_png_nifti_csv_reference_report(tmp_path
     assert exported["images"] == 2 and exported["labels"] == {"heart": 1, "lung": 2}
     assert np.array_equal(read_mask(out / "masks" / "img0_heart.png"), first)
     assert np.array_equal(read_mask(out / "masks" / "img2_heart.png"), second)
-    labels = read_nifti_slice(out / "masks" / "img0.nii.gz")
+    labels = read_nifti_slice(out / "labelmaps" / "img0.nii.gz")
     assert np.array_equal(labels, label_map({"heart": first, "lung": lung}, ["heart", "lung"]))
-    assert nib.load(out / "masks" / "img0.nii.gz").get_data_dtype() == np.uint8
+    assert nib.load(out / "labelmaps" / "img0.nii.gz").get_data_dtype() == np.uint8
     with open(out / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["image"], r["structure"], r["source"]) for r in rows] == [
@@ -207,8 +207,9 @@ def test_classify_labels_train_predict_and_export(tmp_path):
 
     session = _session(tmp_path, classifier_config={"views": 1, "epochs": 5, "min_steps": 10})
     hw = (96, 128)
-    for k in range(4):  # every image gets an ROI (the disc, drawn), as propagation would give
+    for k in range(4):  # every image gets an ROI (two drawn structures: their union), as propagation would give
         session.set_mask(k, "lesion", _disc(hw, (40 + 2 * k, 60 + 3 * k), 18))
+        session.set_mask(k, "rim", _disc(hw, (40 + 2 * k, 60 + 3 * k), 24) & ~_disc(hw, (40 + 2 * k, 60 + 3 * k), 18))
     with Served(session) as url:
         body, ctype = multipart("file", [("labels.csv", b"image,label\nimg0.png,benign\n")])
         assert json.loads(call(f"{url}/api/classify/labels", "POST", raw=body, content_type=ctype)[1])["set"] == 1
@@ -240,12 +241,23 @@ def test_classify_labels_train_predict_and_export(tmp_path):
     rows = list(csv.DictReader((tmp_path / "out" / "classification" / "predictions.csv").open()))
     assert [r["image"] for r in rows] == ["img0.png", "img1.png", "img2.png", "img3.png"] and exported["rows"] == 4
     assert [r["source"] for r in rows] == ["labelled", "labelled", "predicted", "predicted"]
-    assert rows[0]["label"] == "benign" and rows[0]["p_benign"] == "" and rows[2]["roi"] == "lesion"
+    assert rows[0]["label"] == "benign" and rows[0]["p_benign"] == "" and rows[2]["roi"] == "lesion+rim"
     p2 = state["predictions"]["2"]["scores"]["malignant"]
     assert abs(float(rows[2]["p_malignant"]) - p2) < 1e-4
     reloaded = roiprompt.load_fitted(tmp_path / "out" / "classification" / "model", backbone="test-litemedsam")
-    pred = reloaded.predict(session.study.read(2), mask=session.masks(2)["lesion"])
+    union = session.masks(2)["lesion"] | session.masks(2)["rim"]
+    pred = reloaded.predict(session.study.read(2), mask=union)
     assert abs(pred.scores["malignant"] - p2) < 1e-5  # the saved classifier predicts what the page showed
+    # the CLI reads the app's export: the saved classifier over the study, the ROI from the exported masks
+    from roiprompt.cli import main
+
+    session.export(("png", "nifti", "csv"))
+    assert main(["classify", "predict", "--model", str(tmp_path / "out" / "classification" / "model"),
+                 "--images", str(tmp_path / "study"), "--masks", str(tmp_path / "out" / "masks"),
+                 "--out", str(tmp_path / "cli")]) == 1  # 1: the broken image is reported and skipped
+    cli = {r["image"]: r for r in csv.DictReader((tmp_path / "cli" / "predictions.csv").open())}
+    assert abs(float(cli["img2.png"]["p_malignant"]) - p2) < 1e-4
+    assert cli["img2.png"]["roi"]  # the exported masks/<stem>_<structure>.png, united
 
 
 def test_dicom_inputs_export_dicom_seg_that_highdicom_reads_back(tmp_path):
