@@ -52,6 +52,7 @@ class Classification:
                  cache_dir: str | Path | None = None) -> None:
         self.session = session
         self.config = dict(config or {})
+        # a temporary cache lives as long as the session (removed when it is garbage-collected or at exit)
         self._tmp = None if cache_dir else tempfile.TemporaryDirectory(prefix="roiprompt-app-tokens-")
         self.cache_dir = str(cache_dir or self._tmp.name)
         self.labels: dict[int, str] = {}
@@ -136,7 +137,8 @@ class Classification:
         session, study = self.session, self.session.study
         with session.state_lock:
             labelled = dict(self.labels)
-        usable = {i: label for i, label in labelled.items() if not study.get(i).error and self.roi(i) is not None}
+        rois = {i: self.roi(i) for i in labelled if not study.get(i).error}
+        usable = {i: label for i, label in labelled.items() if rois.get(i) is not None}
         if len(set(usable.values())) < 2:
             without = sorted(study.get(i).name for i in set(labelled) - set(usable))
             raise InputError("label images of at least two classes that have an ROI mask (draw, accept and "
@@ -149,7 +151,7 @@ class Classification:
         def work() -> None:
             from ..methods import load_method
 
-            samples = [Sample(study.get(i).stem, study.read(i), {"roi": self.roi(i)}, label)
+            samples = [Sample(study.get(i).stem, study.read(i), {"roi": rois[i]}, label)
                        for i, label in usable.items()]
 
             def fit():
@@ -248,7 +250,3 @@ class Classification:
         self.fitted.save(out / "model")
         return {"out": str(out), "files": [f"{CLASSIFY_DIR}/predictions.csv", f"{CLASSIFY_DIR}/model/"],
                 "rows": buffer.getvalue().count("\n") - 1}
-
-    def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()

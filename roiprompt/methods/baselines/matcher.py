@@ -7,7 +7,8 @@ adaptation, labelled "-lite": no DINOv2 offline, the SAM-family encoder's own 64
 2. **Prompt.** The kept target points are clustered (k-means++); ``samples`` point sets of 1 to ``max_points``
    cluster centres are drawn (seeded). A backbone trained with points gets the points; a box-only one (LiteMedSAM)
    gets their padded box instead (our adaptation: points alone give it near-empty masks, and points added to the
-   box shrink its masks: on a JSRT heart, 1,066 pixels for the box with 8 points).
+   box shrink them; JSRT heart, reference train[0], targets train[1..6], 16 samples: Dice 0.757 with the box
+   alone, 0.200 with the points added).
 3. **Score and merge.** Each mask is kept if its predicted IoU >= ``iou_filter`` and its stability (IoU of the
    mask at logit +1 and -1) >= ``stability``; scored by the mean of purity (kept points inside / mask patches) and
    coverage (kept points inside / kept points); box-NMS at ``nms``; the union of the top ``merge`` masks whose score

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
+from ...prompts.transforms import component_boxes
 from ...types import Prediction
 from ..base import register_method
 from ..config import MethodConfig, check_int, check_number
@@ -122,10 +122,8 @@ class SelfPrompt(OneShotMethod):
         inside = prob > c.threshold
         if not inside.any():  # nothing confident: the component around the most likely pixel, at half its value
             inside = prob > prob.max() / 2
-        labels, n = ndimage.label(inside)
-        sizes = ndimage.sum(inside, labels, index=np.arange(1, n + 1))
-        component = labels == 1 + int(np.argmax(sizes))
-        box = self.work_box(component.astype(np.float32), c.box_pad, valid)
+        box = component_boxes(inside, c.box_pad)[0]  # the largest component's padded box
+        box = np.minimum(box, [valid[1], valid[0], valid[1], valid[0]])  # within the image's content
         logits, iou = self.decode_low_res(target, box=box)
         scale = self.backbone.input_size / self.work_size
         boxes = target.frame.points_to_original(box.reshape(2, 2) * scale).reshape(1, 4)

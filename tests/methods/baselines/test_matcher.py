@@ -7,11 +7,9 @@ import pytest
 import torch
 
 import roiprompt
-from roiprompt.data import load_dataset
 from roiprompt.errors import InputError
 from roiprompt.methods.baselines.matcher import box_iou, matched_points
 from roiprompt.metrics import dice
-from tests.conftest import data_root
 
 
 def test_matches_follow_the_structure_and_drop_inconsistent_ones():
@@ -30,9 +28,8 @@ def test_matches_follow_the_structure_and_drop_inconsistent_ones():
     assert box_iou(np.array([0, 0, 2, 2]), np.array([1, 1, 3, 3])) == pytest.approx(1 / 7)
 
 
-def test_heart_from_one_real_radiograph(litemedsam):
-    jsrt = load_dataset("jsrt", root=data_root("jsrt").parent)
-    train, test = jsrt.split("train"), jsrt.split("test")
+def test_heart_from_one_real_radiograph(litemedsam, jsrt_splits):
+    train, test = jsrt_splits
     method = roiprompt.load_method("matcher_lite", backbone=litemedsam, samples=16)
     method.set_reference(train[0].image, {"heart": train[0].masks["heart"]})
     scores = []

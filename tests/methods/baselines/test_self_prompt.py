@@ -7,11 +7,9 @@ import pytest
 import torch
 
 import roiprompt
-from roiprompt.data import load_dataset
 from roiprompt.errors import InputError
 from roiprompt.methods.baselines.self_prompt import fit_token_head
 from roiprompt.metrics import dice
-from tests.conftest import data_root
 
 
 def test_token_head_separates_inside_from_outside():
@@ -25,9 +23,8 @@ def test_token_head_separates_inside_from_outside():
     assert int(head["weight"].abs().argmax()) == 3
 
 
-def test_heart_from_one_real_radiograph_boxes_and_saving(litemedsam, tmp_path):
-    jsrt = load_dataset("jsrt", root=data_root("jsrt").parent)
-    train, test = jsrt.split("train"), jsrt.split("test")
+def test_heart_from_one_real_radiograph_boxes_and_saving(litemedsam, jsrt_splits, tmp_path):
+    train, test = jsrt_splits
     method = roiprompt.load_method("self_prompt", backbone=litemedsam)
     method.set_reference(train[0].image, {"heart": train[0].masks["heart"]})
     scores = []
