@@ -168,7 +168,9 @@ def _task(r: dict) -> str:
     return f"{r['dataset']} {label}"
 
 
-def _shots_key(k: int | str) -> int:
+def _shots_key(k: int | str) -> float:
+    if isinstance(k, str) and k.endswith("%"):  # fractions sort after "all" of the k-shot tables
+        return 2e6 + float(k[:-1])
     return 10**6 if k == "all" else int(k)
 
 
@@ -261,6 +263,19 @@ def concept_table(records: list[dict]) -> str:
             str(d["setting"]["max_steps"]), f"`{d['command']}`"]) + " |")
     return "\n".join(lines)
 
+
+ROI_HEADER = """## ROI classifiers against the masked linear probe (issue 23)
+
+`linear_probe_masked` (a linear layer on the mask-weighted mean of the frozen tokens, 514 parameters on BUS-BRA
+pathology) is the bar. Every row is fitted on the same support sets (seed s draws the same images for every row),
+5 seeds, ground-truth ROI masks at test time, LiteMedSAM's frozen encoder, `python -m benchmarks.roi_classifiers`.
+k <= 32 images per class train on 4 augmented views; the fraction protocol (MedFocusCLIP's 5-100 % of the train
+split) on the image alone with training capped at 300 steps. Rows `name@variant` are the options tried to beat the
+probe (`benchmarks/roi_classifiers.py`, `VARIANTS`): `@cue` MedFocusCLIP's segmented-image cue, `@residual` a linear
+path on `v_roi`, `@small` a 64-wide fusion head, `@plain` MedFocusCLIP as issue 6 built it, `segprompt@probe_init`
+SegPrompt started from the fitted masked probe. Defaults were chosen on the validation split (first tables), then
+run on the test split.
+"""
 
 MEDFOCUS_HEADER = """## Few-shot classification with segmentation-guided attention: MedFocusCLIP (issue 6)
 
@@ -526,6 +541,70 @@ def batch_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+ROI_ROWS = ("linear_probe_masked", "segprompt", "segprompt@probe_init", "vpt", "medfocusclip", "medfocusclip@nocue",
+            "medfocusclip@plain", "medfocusclip@cue", "medfocusclip@residual", "medfocusclip@cue_residual",
+            "medfocusclip@small", "medfocusclip@small_residual", "clip_adapter", "linear_probe_crop", "linear_probe")
+
+
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired seeds with its 95 % t-interval: (mean, low, high)."""
+    from scipy import stats
+
+    d = np.subtract(a, b)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
+def roi_classifier_tables(records: list[dict], title: str) -> str:
+    """Balanced accuracy per task x method x support size, then each row's paired difference against
+    ``linear_probe_masked`` (same seed = same support set), in points; **bold** where the interval is above 0."""
+    cells: dict[str, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        if r["metric"] == "balanced_accuracy" and r["mask_source"] == "gt":
+            cells[_task(r)][r["method"]][str(r["setting"]["shots"])] = r
+    sizes = sorted({k for task in cells.values() for m in task.values() for k in m}, key=_shots_key)
+    order = {m: i for i, m in enumerate(ROI_ROWS)}
+    head = "| task | method | " + " | ".join(sizes) + " |\n|" + "---|" * (len(sizes) + 2)
+    acc, diff = [f"#### {title}: balanced accuracy (mean of 5 seeds)\n", head], [
+        f"#### {title}: paired difference against `linear_probe_masked`, points [95 % t-interval over seeds]\n",
+        head]
+    for task in sorted(cells):
+        probe = cells[task].get("linear_probe_masked", {})
+        for method in sorted(cells[task], key=lambda m: (order.get(m, 99), m)):
+            row = cells[task][method]
+            acc.append(f"| {task} | {method} | " + " | ".join(
+                f"{row[k]['mean']:.3f}" if k in row else "" for k in sizes) + " |")
+            if method == "linear_probe_masked":
+                continue
+            out = []
+            for k in sizes:
+                if k not in row or k not in probe or len(row[k]["seed_values"]) != len(probe[k]["seed_values"]):
+                    out.append("")
+                    continue
+                m, lo, hi = (100 * v for v in paired_difference(row[k]["seed_values"], probe[k]["seed_values"]))
+                text = f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+                out.append(f"**{text}**" if lo > 0 else (f"*{text}*" if hi < 0 else text))
+            diff.append(f"| {task} | {method} | " + " | ".join(out) + " |")
+    return "\n".join(acc) + "\n\n" + "\n".join(diff) + "\n"
+
+
+def deep_cost_table(records: list[dict]) -> str:
+    """SegPrompt's deep variant against SegPrompt-Lite: seconds per training step, projected 16-shot fit."""
+    r0 = records[0]
+    lines = [f"### SegPrompt's deep variant: what it would cost ({r0['setting']['threads']} threads, batch "
+             f"{r0['setting']['batch']})\n",
+             "The deep variant (methods.md §2.2) adds a zero-initialised 1x1-conv mask embedding to the input of "
+             "TinyViT's third stage, so each training step runs stages 3-4 and the neck forward and backward "
+             "(stages 1-2 cached). Projected fit = seconds per step x the 16-shot schedule's "
+             f"{r0['setting']['steps_16_shot']} steps; budget (methods.md §2.3): {r0['budget_s']:.0f} s. "
+             f"`{r0['command']}`\n",
+             "| variant | s / step | projected 16-shot fit (s) | x SegPrompt-Lite |", "|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: -r["mean"]):
+        lines.append(f"| {r['method']} | {r['mean']:.3f} | {r['projected_16_shot_fit_s']:.0f} | "
+                     f"{r['ratio_to_lite']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def schedule_section(records: list[dict]) -> str:
     """The classifiers' training schedule, old fixed floor against the default, chosen on validation, checked on
     test (benchmarks/classify_schedule.py)."""
@@ -649,7 +728,7 @@ def main() -> None:
                      "committed run shared the CPU with a one-thread benchmark: read the times as upper bounds.\n")
         parts.append(speed_table(speed))
     classify = [r for r in records if r["task"] == "classification"
-                and not r["_file"].startswith(("medfocusclip", "classify_schedule"))]
+                and not r["_file"].startswith(("medfocusclip", "classify_schedule", "roi_classifiers"))]
     if classify:
         parts.append("\n" + CLASSIFY_HEADER)
         parts.append(classification_table(classify))
@@ -671,6 +750,20 @@ def main() -> None:
         if table := mask_source_table(focus):
             parts.append("\n### MedFocusCLIP, test-time masks: balanced accuracy / AUROC (mean over seeds)\n")
             parts.append(table)
+    roi = [r for r in records if r["_file"].startswith("roi_classifiers")]
+    if roi:
+        parts.append("\n" + ROI_HEADER)
+        for split, title in (("validation", "Validation split (BUS-BRA fold 1's val part): choosing the defaults"),
+                             ("test", "Test split")):
+            for protocol, name in (("kshot", "k images per class"), ("fraction", "fraction of the train split")):
+                rows = [r for r in roi if r.get("protocol", "kshot") == protocol
+                        and (r.get("split") == "validation") == (split == "validation")]
+                if rows:
+                    parts.append(f"\n### {title}, {name}\n")
+                    parts.append(roi_classifier_tables(rows, f"{title.split(' (')[0].split(':')[0]}, {name}"))
+    deep = [r for r in records if r["task"] == "deep_cost"]
+    if deep:
+        parts.append("\n" + deep_cost_table(deep))
     clf_speed = [r for r in records if r["task"] == "speed" and r["metric"] in
                  ("fit_seconds_16_shot", "predict_ms_cached", "predict_ms_encoder") and "encoder" not in r["setting"]]
     if clf_speed:

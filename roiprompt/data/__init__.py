@@ -15,13 +15,14 @@ from .datasets import Dataset, default_root, find_datasets, list_datasets, load_
 from .io import IMAGE_EXTENSIONS, read_image, read_label_map, read_mask, write_mask_nifti, write_mask_png
 from .nifti import write_label_nifti
 from .overlay import write_attention_png, write_overlay_png
-from .sampling import sample_per_class, sample_references
+from .sampling import sample_fraction, sample_per_class, sample_references, sample_support
 from .splits import Split, resolve_split
 from .validate import check_image, check_mask
 
 __all__ = [
     "Dataset", "IMAGE_EXTENSIONS", "check_image", "check_mask", "default_root", "find_datasets", "list_datasets",
-    "load_dataset", "read_image", "read_mask", "resolve_split", "sample_per_class", "sample_references", "Split",
+    "load_dataset", "read_image", "read_mask", "resolve_split", "sample_fraction", "sample_per_class",
+    "sample_references", "sample_support", "Split",
     "read_label_map", "write_label_nifti", "write_mask_nifti", "write_mask_png",
     "write_attention_png",
     "write_overlay_png",

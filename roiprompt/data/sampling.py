@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..types import Sample
 from .datasets import Dataset
 
-__all__ = ["sample_per_class", "sample_references"]
+__all__ = ["sample_fraction", "sample_per_class", "sample_references", "sample_support"]
 
 
 def _check_count(k: Any, what: str) -> int:
@@ -68,6 +68,42 @@ def sample_per_class(labels_or_dataset: Dataset | Sequence[str | None], k: int |
     for cls in sorted(by_class):
         picked.extend(int(i) for i in rng.choice(by_class[cls], size=k, replace=False))
     return sorted(picked)
+
+
+def sample_fraction(labels_or_dataset: Dataset | Sequence[str | None], fraction: float, seed: int) -> list[int]:
+    """Pick ``fraction`` of the labelled indices, stratified: ``max(1, round(fraction * n_c))`` of each class
+    (MedFocusCLIP's protocol: 5 / 10 / 20 / 50 / 100 % of the train split), drawn as :func:`sample_per_class`.
+
+    Raises:
+        InputError: a fraction outside (0, 1], or no labels.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise InputError(f"sample_fraction: fraction must be in (0, 1], got {fraction!r}")
+    labels = list(labels_or_dataset.labels if isinstance(labels_or_dataset, Dataset) else labels_or_dataset)
+    by_class: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        if label is not None:
+            by_class.setdefault(str(label), []).append(i)
+    if not by_class:
+        raise InputError("sample_fraction: no labelled sample to draw from (every label is None)")
+    rng = np.random.default_rng(seed)
+    picked: list[int] = []
+    for cls in sorted(by_class):
+        n = min(len(by_class[cls]), max(1, round(fraction * len(by_class[cls]))))
+        picked.extend(int(i) for i in rng.choice(by_class[cls], size=n, replace=False))
+    return sorted(picked)
+
+
+def sample_support(labels_or_dataset: Dataset | Sequence[str | None], size: int | str, seed: int) -> list[int]:
+    """A support set by its size spec: ``k`` images per class (int), ``"all"``, or a percentage such as ``"5%"``
+    of each class (:func:`sample_fraction`)."""
+    if isinstance(size, str) and size.endswith("%"):
+        try:
+            percent = float(size[:-1])
+        except ValueError:
+            raise InputError(f"support size {size!r} is not a percentage such as '5%'") from None
+        return sample_fraction(labels_or_dataset, percent / 100, seed)
+    return sample_per_class(labels_or_dataset, size, seed)
 
 
 def _has_roi(data: Dataset | Sequence[Sample], index: int, structure: str | None) -> bool:

@@ -1,7 +1,8 @@
 """Few-shot classification benchmark for SegPrompt and its baselines (methods.md §2.5, §6.2-6.4).
 
-Protocol: for each training size K (images per class, or "all") and seed, the support set is drawn stratified
-from the train split with :func:`~roiprompt.data.sample_per_class` (the same sets for every method); each method
+Protocol: for each training size (K images per class, "all", or a percentage of each class such as "5%":
+MedFocusCLIP's fraction protocol) and seed, the support set is drawn stratified from the train split with
+:func:`~roiprompt.data.sample_support` (the same sets for every method); each method
 is fitted on it and classifies the whole test split. Test-time ROI masks come from several *mask sources*:
 
 * ``gt``: the ground truth (union of the task's structures);
@@ -30,7 +31,7 @@ import torch
 from scipy import ndimage
 
 from .. import metrics
-from ..data import load_dataset, sample_per_class, sample_references
+from ..data import load_dataset, sample_references, sample_support
 from ..data.splits import resolve_split
 from ..errors import InputError, RoiPromptError
 from ..methods import load_method
@@ -114,10 +115,12 @@ def run_classification_bench(
     """Run every method x K x seed on one task and return benchmark records (see module doc).
 
     Args:
-        methods: classifier names ("segprompt", "vpt", "linear_probe", "linear_probe_masked", "finetune", ...).
+        methods: classifier names ("segprompt", "vpt", "linear_probe", "linear_probe_masked", "finetune", ...);
+            ``name@variant`` is a named variant of ``name`` (its settings come from ``config_for``).
         dataset, label: the task, e.g. ("busbra", "pathology"), ("busbra", "birads"), ("jsrt", None).
         structures: masks forming the ROI (JSRT: the two lungs); None = every mask of a sample.
-        shots: training images per class, or "all".
+        shots: support sizes: images per class (int), "all", or a percentage of each class such as "5%"
+            (:func:`~roiprompt.data.sampling.sample_support`).
         seeds: seeds 0 .. seeds-1 (support sets and head initialisation).
         mask_sources: test-time masks (:data:`MASK_SOURCES`).
         config: config shared by every method; ``config_for(method, k)`` adds per-method / per-K settings.
@@ -159,12 +162,13 @@ def run_classification_bench(
             confusion, report, setting = {s: [] for s in mask_sources}, {}, {}
             for seed in range(seeds):
                 try:
-                    support = [train[i] for i in sample_per_class(train, k, seed)]
+                    support = [train[i] for i in sample_support(train, k, seed)]
                 except InputError as err:
                     log(f"skip {name} K={k}: {err}")
                     break
                 extra = config_for(name, k) if config_for else {}
-                method: ClassifierMethod = load_method(name, backbone=model, seed=seed,
+                # "name@variant" rows: the method ``name`` with the variant's settings from config_for
+                method: ClassifierMethod = load_method(name.split("@")[0], backbone=model, seed=seed,
                                                        allow_empty_mask=True, **{**base, **extra})
                 method.fit(support)
                 fit_s.append(method.fit_seconds)

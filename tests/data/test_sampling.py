@@ -7,7 +7,7 @@ import collections
 import numpy as np
 import pytest
 
-from roiprompt.data import load_dataset, sample_per_class, sample_references
+from roiprompt.data import load_dataset, sample_fraction, sample_per_class, sample_references, sample_support
 from roiprompt.errors import InputError
 from roiprompt.types import Sample
 
@@ -34,6 +34,21 @@ def test_sample_per_class_errors():
             sample_per_class(LABELS, bad, seed=0)
     with pytest.raises(InputError, match="no labelled sample"):
         sample_per_class([None, None], 1, seed=0)
+
+
+def test_sample_fraction_is_a_stratified_share_of_each_class():
+    picked = sample_fraction(LABELS, 0.5, seed=0)
+    assert collections.Counter(LABELS[i] for i in picked) == {"a": 5, "b": 3, "c": 2}
+    assert sample_fraction(LABELS, 0.5, seed=0) == picked != sample_fraction(LABELS, 0.5, seed=1)
+    # every class keeps at least one image; 100 % is every labelled index
+    assert collections.Counter(LABELS[i] for i in sample_fraction(LABELS, 0.05, seed=0)) == {"a": 1, "b": 1, "c": 1}
+    assert sample_fraction(LABELS, 1.0, seed=3) == sample_per_class(LABELS, "all", seed=0)
+    assert sample_support(LABELS, "50%", seed=0) == picked and sample_support(LABELS, 2, 0) == sample_per_class(LABELS, 2, 0)
+    for bad in (0, 1.5, -0.1, True):
+        with pytest.raises(InputError, match="fraction must be in"):
+            sample_fraction(LABELS, bad, seed=0)
+    with pytest.raises(InputError, match="not a percentage"):
+        sample_support(LABELS, "x%", seed=0)
 
 
 @pytest.fixture()

@@ -218,9 +218,9 @@ class ClassifierMethod(Method):
         """The trainable model: ``model(**inputs) -> (B, num_classes)`` logits; ``in_dim`` = token channels.
         ``self.classes`` is set when it is called. Every classifier implements this."""
 
-    def _prepare(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> None:
-        """Optional hook, called once before training with every training input (e.g. to set feature
-        statistics); nothing by default."""
+    def _prepare(self, model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        """Optional hook, called once before training with every training input and its (N,) class index (e.g.
+        to set feature statistics); nothing by default."""
 
     def _feature_dim(self, inputs: dict[str, torch.Tensor]) -> int:
         """Optional hook: channels of the features the head reads (default: the frozen tokens')."""
@@ -310,7 +310,7 @@ class ClassifierMethod(Method):
         with torch.random.fork_rng():
             torch.manual_seed(self.config.seed)
             model = self._build(len(classes), self.feature_dim)
-        self._prepare(model, inputs)
+        self._prepare(model, inputs, y)
         train_start = time.perf_counter()
         self.losses = train_classifier(model, inputs, y, self.config, n_images=len(support), progress=progress)
         self.train_seconds = time.perf_counter() - train_start

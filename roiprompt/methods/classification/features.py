@@ -29,6 +29,10 @@ from ...models.backbones.base import Backbone, ImageEmbedding
 from ...prompts.transforms import Frame
 
 
+#: Background intensity kept in the segmented-image cue ``x * (m + f * (1 - m))`` (methods.md §3.1.2).
+SEGMENTED_FLOOR = 0.2
+
+
 @dataclass(frozen=True)
 class ViewAugment:
     """Random view transform (methods.md §2.3), applied to image and mask alike in the model frame.
@@ -230,8 +234,10 @@ class ViewEncoder:
         g = min(self.grid, features.shape[-1])
         return F.adaptive_avg_pool2d(features, g)
 
-    def tokens(self, image: np.ndarray, views: int | list[int] = 1, key: str | None = None) -> torch.Tensor:
-        """Pooled tokens (V, C, g, g) of the given views (an int n means views 0..n-1); encodes only misses."""
+    def tokens(self, image: np.ndarray, views: int | list[int] = 1, key: str | None = None,
+               segmented: np.ndarray | None = None) -> torch.Tensor:
+        """Pooled tokens (V, C, g, g) of the given views (an int n means views 0..n-1); encodes only misses.
+        With ``segmented`` (the HxW ROI mask): the tokens of the segmented image instead (:meth:`_segmented`)."""
         def encode(pixels: torch.Tensor) -> torch.Tensor:
             return self._pool(self.backbone.encode_image(pixels).features)
 
@@ -239,23 +245,63 @@ class ViewEncoder:
             full = self.cache.load(image, self.backbone, "orig")
             return None if full is None else self._pool(full.features)[0]
 
+        key = key or image_key(image)
+        prefix, view_pixels = self._segmented(image, segmented, key)
+        if view_pixels is not None:
+            return self.cached_views(image, views, key, lambda v: prefix + self._tag(v), encode,
+                                     view_pixels=view_pixels)
         return self.cached_views(image, views, key, self._tag, encode, from_full)
 
-    def hidden(self, image: np.ndarray, views: int | list[int], stop: int, key: str | None = None) -> torch.Tensor:
+    def _segmented(self, image: np.ndarray, mask: np.ndarray | None, key: str
+                   ) -> tuple[str, Callable[[int], torch.Tensor] | None]:
+        """Cache-tag prefix and pixels of the *segmented image* ``x * (m + f * (1 - m))`` of each view
+        (methods.md §3.1.2: the background suppressed, not erased; ``f`` = :data:`SEGMENTED_FLOOR`), ``m`` the
+        view's own mask so image and mask share the view's transform; ("", None) for the plain image."""
+        if mask is None:
+            return "", None
+        digest = hashlib.sha256(np.packbits(np.asarray(mask, bool)).tobytes() + repr(mask.shape).encode())
+
+        def pixels(view: int) -> torch.Tensor:
+            x, m = self.pixels(image, mask, view, key)
+            keep = m + SEGMENTED_FLOOR * (1 - m)
+            mean, std = getattr(self.backbone, "pixel_mean", None), getattr(self.backbone, "pixel_std", None)
+            if mean is None:  # pixels in [0, 1] (SAM family): 0 is black
+                return x * keep
+            mean, std = mean.cpu().view(1, -1, 1, 1), std.cpu().view(1, -1, 1, 1)
+            return ((x * std + mean) * keep - mean) / std  # normalised pixels (CLIP): darken in [0, 1], not in z
+
+        return f"seg{SEGMENTED_FLOOR:g}-{digest.hexdigest()[:12]}-", pixels
+
+    def global_features(self, image: np.ndarray, views: int | list[int], key: str | None = None) -> torch.Tensor:
+        """(V, D) one global feature per view: CLIP's projected CLS (``image_embeds``, the space its text tower
+        shares), else the mean of the pooled tokens."""
+        if not hasattr(self.backbone, "hidden_states"):
+            return self.tokens(image, views, key).mean((2, 3))
+        return self.cached_views(image, views, key, lambda v: "image_embeds" + self._tag(v)[len(f"tokens{self.grid}"):],
+                                 lambda pixels: self.backbone.encode_image(pixels).extra["image_embeds"])
+
+    def hidden(self, image: np.ndarray, views: int | list[int], stop: int, key: str | None = None,
+               segmented: np.ndarray | None = None) -> torch.Tensor:
         """(V, T, D) hidden tokens of a ViT backbone entering block ``stop`` (CLIP: ``hidden_states``), cached,
-        so a method that re-runs only the last blocks (MedFocusCLIP's guided CLS) never re-runs the first ones."""
+        so a method that re-runs only the last blocks (MedFocusCLIP's guided CLS) never re-runs the first ones.
+        ``segmented``: as :meth:`tokens`."""
         if not hasattr(self.backbone, "hidden_states"):
             raise InputError(f"backbone {self.backbone.name!r} has no ViT hidden states to resume from")
-        return self.cached_views(image, views, key, lambda v: f"hidden{stop}" + self._tag(v)[len(f"tokens{self.grid}"):],
-                                 lambda pixels: self.backbone.hidden_states(pixels, stop))
+        key = key or image_key(image)
+        prefix, view_pixels = self._segmented(image, segmented, key)
+        return self.cached_views(image, views, key,
+                                 lambda v: prefix + f"hidden{stop}" + self._tag(v)[len(f"tokens{self.grid}"):],
+                                 lambda pixels: self.backbone.hidden_states(pixels, stop), view_pixels=view_pixels)
 
     def cached_views(self, image: np.ndarray, views: int | list[int], key: str | None,
                      tag: Callable[[int], str], compute: Callable[[torch.Tensor], torch.Tensor],
-                     view0_fallback: Callable[[np.ndarray], torch.Tensor | None] | None = None) -> torch.Tensor:
+                     view0_fallback: Callable[[np.ndarray], torch.Tensor | None] | None = None,
+                     view_pixels: Callable[[int], torch.Tensor] | None = None) -> torch.Tensor:
         """Per-view frozen features stacked on dim 0, each looked up in the process memo, then the disk cache
         under ``tag(view)`` (:func:`~roiprompt.models.cache.load_or_compute`, the one cache path every method
         uses; view 0 may also come from ``view0_fallback``), and computed in one batch by ``compute(pixels)``
-        only when missing everywhere."""
+        only when missing everywhere. ``view_pixels(view)`` replaces the plain pixels of a view (e.g. the
+        segmented image)."""
         key = key or image_key(image)
         wanted = list(range(views)) if isinstance(views, int) else list(views)
         memo_keys = {v: f"{key}|{self.backbone.name}|{self.backbone.weights_sha256}|{tag(v)}" for v in wanted}
@@ -271,7 +317,8 @@ class ViewEncoder:
                         out[tag(0)] = hit
                 todo = [t for t in tags if t not in out]
                 if todo:
-                    pixels = torch.cat([self.pixels(image, None, by_tag[t], key)[0] for t in todo])
+                    pixels = torch.cat([view_pixels(by_tag[t]) if view_pixels else
+                                        self.pixels(image, None, by_tag[t], key)[0] for t in todo])
                     with torch.no_grad():
                         computed = compute(pixels)
                     self.encoder_calls += len(todo)

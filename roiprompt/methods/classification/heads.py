@@ -56,11 +56,13 @@ class SegPromptHead(nn.Module):
         seg_tokens: False drops the segmentation stream (the VPT-like baseline: prompt tuning only).
         readout: "cls" reads the class from CLS (methods.md §2.2); "cls_roi" from CLS concatenated with the
             mask-weighted mean of the output image tokens (§2.1's SegPrompt-ViT head).
+        probe: add a mask-weighted linear probe's logits to the head's (a direct path from the frozen tokens;
+            the method fits it first and zeroes the head, so training starts at the probe).
     """
 
     def __init__(self, in_dim: int, grid: int, input_size: int, num_classes: int, dim: int = 96, depth: int = 2,
                  heads: int = 4, mlp_ratio: float = 2.0, prompts: int = 8, seg_tokens: bool = True,
-                 readout: str = "cls") -> None:
+                 readout: str = "cls", probe: bool = False) -> None:
         super().__init__()
         if readout not in ("cls", "cls_roi"):
             raise ValueError(f"readout must be 'cls' or 'cls_roi', got {readout!r}")
@@ -83,6 +85,7 @@ class SegPromptHead(nn.Module):
         width = 2 * dim if readout == "cls_roi" else dim
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, num_classes)
+        self.probe = PooledLinearHead(in_dim, grid, num_classes, pool="mask") if probe else None
         for p in (self.pos_embed, self.type_embed, self.cls_token, self.prompt_tokens):
             nn.init.trunc_normal_(p, std=0.02)
 
@@ -108,7 +111,8 @@ class SegPromptHead(nn.Module):
             w = mask_weights(mask, self.grid)
             w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))  # empty mask -> plain mean
             out = torch.cat([out, (image * w[..., None]).sum(1) / w.sum(1, keepdim=True)], dim=1)
-        return self.head(self.norm(out))
+        logits = self.head(self.norm(out))
+        return logits if self.probe is None else logits + self.probe(tokens, mask)
 
 
 def mask_weights(mask: torch.Tensor, grid: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ Pipeline (trainable ≈ 0.36 M parameters on LiteMedSAM; encoders and segmenter 
 Our choices (methods.md marks them so): ``v_full`` / ``v_roi`` are standardised with the support set's statistics
 of ``v_full`` (one learning rate for every backbone); training follows the classifiers' schedule (the spec's 50
 epochs, at least ``min_steps``, stopped early on a flat support loss; :class:`ClassifierConfig`); the
-segmented-image cue is not built.
+segmented-image cue (``segmented_cue``) averages the guided feature of ``x * (m + 0.2 (1 - m))`` into ``v_roi``.
 
 Example:
     >>> clf = roiprompt.load_method("medfocusclip", class_prompts={
@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -40,19 +39,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
-from ...models.backbones.base import Backbone, load_backbone
 from ...types import Sample
 from ...models.backbones.clip import ClipBackbone
 from ..base import register_method
 from ..config import ConfigError, check_int, check_number, check_probability
-from .base import ClassifierConfig, ClassifierMethod
+from .base import ClassifierMethod
 from .features import checked_pair, grid_to_image
 from .guidance import GuidedClsAttention, GuidedTokenPool
+from .text_prompts import TextPromptConfig, prompt_embeddings
 
 
 @dataclass(frozen=True)
-class MedFocusConfig(ClassifierConfig):
-    """:class:`ClassifierConfig` with methods.md §3 defaults.
+class MedFocusConfig(TextPromptConfig):
+    """:class:`TextPromptConfig` with methods.md §3 defaults.
 
     Attributes:
         dim: width of the fused feature ``z`` and of the projected text.
@@ -60,9 +59,10 @@ class MedFocusConfig(ClassifierConfig):
         guided_blocks: CLIP only: how many final ViT blocks carry the bias (4 of 12).
         lam: weight of the contrastive loss ``L_c`` (``1 - lam`` on the classifier loss ``L_e``).
         dropout: dropout in the fusion MLP.
-        text_encoder: "auto" (the backbone's aligned text tower, else MiniLM), "minilm" or "backbone".
-        templates: prompt templates, ``{}`` = the class phrase (the class name unless ``class_prompts`` has it).
-        class_prompts: {class: prompt or list of prompts} used instead of the templates for that class.
+        segmented_cue: also encode the segmented image ``x * (m + 0.2 * (1 - m))`` as a second view and average
+            its guided feature into ``v_roi`` (methods.md §3.1.2; one more cached encoder pass per view).
+        residual: add a linear classifier on the standardised ``v_roi`` to ``c`` (a direct path past the fusion
+            MLP: with few images the MLP over-fits, the linear path does not).
     """
 
     epochs: int = 50
@@ -73,9 +73,8 @@ class MedFocusConfig(ClassifierConfig):
     guided_blocks: int = 4
     lam: float = 0.5
     dropout: float = 0.1
-    text_encoder: Literal["auto", "minilm", "backbone"] = "auto"
-    templates: tuple[str, ...] = ("a medical image of {}.", "an image showing {}.", "{}.")
-    class_prompts: Mapping[str, Any] | None = None
+    segmented_cue: bool = False
+    residual: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -84,64 +83,13 @@ class MedFocusConfig(ClassifierConfig):
         check_int("guided_blocks", self.guided_blocks, 1)
         check_probability("lam", self.lam)
         check_number("dropout", self.dropout, 0.0, 1.0, high_open=True)
-        if isinstance(self.templates, str) or not self.templates or not all(isinstance(t, str) for t in self.templates):
-            raise ConfigError("templates", self.templates, "a non-empty sequence of strings, each with {} for the "
-                              "class phrase")
-
-
-def class_prompts(classes: Sequence[str], templates: Sequence[str],
-                  overrides: Mapping[str, Any] | None = None) -> list[list[str]]:
-    """The prompts of each class: ``overrides[c]`` (a string or a list) or the templates filled with ``c``."""
-    out = []
-    for c in classes:
-        given = (overrides or {}).get(c)
-        if given is None:
-            out.append([t.format(c) for t in templates])
-        else:
-            out.append([given] if isinstance(given, str) else [str(p) for p in given])
-        if not out[-1]:
-            raise InputError(f"class {c!r} has no prompt")
-    return out
-
-
-@lru_cache(maxsize=2)
-def _text_backbone(name: str) -> Backbone:
-    return load_backbone(name)
-
-
-def text_encoder_for(backbone: Backbone, choice: str = "auto") -> Backbone:
-    """The text encoder a method uses with ``backbone``: its own aligned tower (CLIP) or MiniLM."""
-    aligned = isinstance(backbone, ClipBackbone) and backbone.tokenizer is not None
-    if choice == "auto":
-        choice = "backbone" if aligned else "minilm"
-    if choice == "backbone":
-        if not backbone.has_text_encoder:
-            raise InputError(f"backbone {backbone.name!r} has no text tower; use text_encoder='minilm'")
-        return backbone
-    if choice == "minilm":
-        return _text_backbone("minilm")
-    raise InputError(f"text_encoder={choice!r} is not allowed; expected 'auto', 'minilm' or 'backbone'")
-
-
-@torch.no_grad()
-def encode_class_prompts(encoder: Backbone, prompts: list[list[str]]) -> torch.Tensor:
-    """(C, Dt): per class, the L2-normalised mean of its L2-normalised prompt embeddings."""
-    rows = [F.normalize(F.normalize(encoder.encode_text(p).float(), dim=-1).mean(0), dim=0) for p in prompts]
-    return torch.stack(rows)
-
-
-def prompt_embeddings(backbone: Backbone, config: MedFocusConfig, classes: Sequence[str]) -> torch.Tensor:
-    """(C, Dt) embeddings of each class's prompts (``config.templates`` / ``class_prompts``) by the text encoder
-    ``config.text_encoder`` chooses for ``backbone``."""
-    prompts = class_prompts(classes, config.templates, config.class_prompts)
-    return encode_class_prompts(text_encoder_for(backbone, config.text_encoder), prompts)
 
 
 class FocusHead(nn.Module):
     """Fusion of ``v_full`` / ``v_roi`` and the similarity + linear heads (methods.md §3.1.4-5, §3.2)."""
 
     def __init__(self, guidance: nn.Module, in_dim: int, text: torch.Tensor, dim: int = 256, dropout: float = 0.1,
-                 lam: float = 0.5, label_smoothing: float = 0.1) -> None:
+                 lam: float = 0.5, label_smoothing: float = 0.1, residual: bool = False) -> None:
         super().__init__()
         self.guidance = guidance
         self.lam, self.label_smoothing = lam, label_smoothing
@@ -152,24 +100,32 @@ class FocusHead(nn.Module):
         self.text_proj = nn.Linear(text.shape[1], dim)  # W_t
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # tau, learned in log space as CLIP
         self.classifier = nn.Linear(dim, text.shape[0])  # W_c
+        self.residual = nn.Linear(in_dim, text.shape[0]) if residual else None
 
-    def heads(self, features: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Similarity logits ``s`` and classifier logits ``c``, each (B, C)."""
+    def heads(self, features: torch.Tensor, mask: torch.Tensor | None,
+              segmented: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Similarity logits ``s`` and classifier logits ``c``, each (B, C); ``segmented``: the features of the
+        segmented image (the cue), averaged into ``v_roi``."""
         v_full, v_roi = self.guidance(features, mask)
+        if segmented is not None:
+            v_roi = (v_roi + self.guidance(segmented, mask)[1]) / 2
         v_full, v_roi = (v_full - self.mu) / self.sd, (v_roi - self.mu) / self.sd
         z = self.fusion(torch.cat([v_full, v_roi, v_full * v_roi], dim=1))
         tau = self.logit_scale.clamp(max=math.log(100)).exp()
         s = tau * F.normalize(z, dim=1) @ F.normalize(self.text_proj(self.text), dim=1).T
-        return s, self.classifier(z)
+        c = self.classifier(z)
+        return s, c if self.residual is None else c + self.residual(v_roi)
 
-    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None,
+                segmented: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C) log of the mean of the two heads' probabilities (softmax of it = the prediction)."""
-        s, c = self.heads(features, mask)
+        s, c = self.heads(features, mask, segmented)
         return torch.log((F.softmax(s, 1) + F.softmax(c, 1)) / 2)
 
-    def loss(self, labels: torch.Tensor, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, labels: torch.Tensor, features: torch.Tensor, mask: torch.Tensor | None = None,
+             segmented: torch.Tensor | None = None) -> torch.Tensor:
         """``lam * L_c + (1 - lam) * L_e`` on one batch."""
-        s, c = self.heads(features, mask)
+        s, c = self.heads(features, mask, segmented)
         contrastive = F.cross_entropy(s, labels)
         present = labels.unique()
         if len(present) >= 2:  # text -> image: each present class picks its images out of the batch
@@ -198,13 +154,17 @@ class MedFocusCLIP(ClassifierMethod):
                                   f"1 to {blocks} (this CLIP has {blocks} blocks)", owner=self.name)
 
     def _inputs(self, image: np.ndarray, mask: np.ndarray | None, views: list[int], key: str) -> dict[str, torch.Tensor]:
-        if isinstance(self.backbone, ClipBackbone):  # hidden states entering the guided blocks
-            start = len(self.backbone.vision.encoder.layers) - self.config.guided_blocks
-            out = {"features": self.encoder.hidden(image, views, start, key)}
-        else:  # pooled neck tokens
-            out = {"features": self.encoder.tokens(image, views, key)}
+        def features(segmented: np.ndarray | None = None) -> torch.Tensor:
+            if isinstance(self.backbone, ClipBackbone):  # hidden states entering the guided blocks
+                start = len(self.backbone.vision.encoder.layers) - self.config.guided_blocks
+                return self.encoder.hidden(image, views, start, key, segmented=segmented)
+            return self.encoder.tokens(image, views, key, segmented=segmented)  # pooled neck tokens
+
+        out = {"features": features()}
         if self.uses_mask:
             out["mask"] = torch.cat([self.encoder.mask(image, mask, v, key) for v in views])
+            if self.config.segmented_cue:
+                out["segmented"] = features(mask)
         return out
 
     def _feature_dim(self, inputs: dict[str, torch.Tensor]) -> int:
@@ -225,9 +185,10 @@ class MedFocusCLIP(ClassifierMethod):
     def _build(self, num_classes: int, in_dim: int) -> nn.Module:
         c = self.config
         return FocusHead(self._guidance(in_dim), in_dim, self.text_embeddings(self.classes), dim=c.dim,
-                         dropout=c.dropout, lam=c.lam, label_smoothing=c.label_smoothing)
+                         dropout=c.dropout, lam=c.lam, label_smoothing=c.label_smoothing,
+                         residual=c.residual and self.uses_mask)
 
-    def _prepare(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> None:
+    def _prepare(self, model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
         with torch.no_grad():  # standardise with the support set's v_full statistics
             n = len(inputs["features"])
             v = torch.cat([model.guidance(inputs["features"][i:i + 64],
@@ -295,7 +256,7 @@ class _ZeroShotHead(nn.Module):
 class ZeroShot(ClassifierMethod):
     """Baseline: CLIP zero-shot from class prompts (no training; needs an image-text aligned backbone)."""
 
-    config_class = MedFocusConfig  # reads templates, class_prompts and text_encoder only
+    config_class = TextPromptConfig
     uses_mask = False
 
     def _check_setup(self) -> None:
@@ -307,9 +268,7 @@ class ZeroShot(ClassifierMethod):
                               "embeddings, so the text must come from the same CLIP", owner=self.name)
 
     def _inputs(self, image: np.ndarray, mask: np.ndarray | None, views: list[int], key: str) -> dict[str, torch.Tensor]:
-        embeds = self.encoder.cached_views(image, views, key, lambda v: f"image_embeds-v{v}",
-                                           lambda px: self.backbone.encode_image(px).extra["image_embeds"])
-        return {"features": embeds}
+        return {"features": self.encoder.global_features(image, views, key)}
 
     def _build(self, num_classes: int, in_dim: int) -> nn.Module:
         """CLIP's own similarity head over the class prompts of ``self.classes`` (nothing to train)."""

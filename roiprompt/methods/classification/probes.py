@@ -29,7 +29,7 @@ class LinearProbe(ClassifierMethod):
     def _build(self, num_classes: int, in_dim: int) -> nn.Module:
         return PooledLinearHead(in_dim, self.encoder.token_grid, num_classes, pool=self.pool)
 
-    def _prepare(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> None:
+    def _prepare(self, model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
         model.set_statistics(inputs["tokens"], inputs.get("mask"))
 
 
@@ -66,5 +66,5 @@ class CropLinearProbe(LinearProbe):
             crop = np.ascontiguousarray(image[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)])
         return {"tokens": self.encoder.tokens(crop, views, image_key(crop))}
 
-    def _prepare(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> None:
+    def _prepare(self, model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
         model.set_statistics(inputs["tokens"])

@@ -1,5 +1,6 @@
-"""SegPrompt (methods.md §2.2, SegPrompt-Lite): segmentation maps as prompt tokens for few-parameter tuning of a
-frozen encoder, and its prompt-tuning-only ablation ``vpt``.
+"""SegPrompt (methods.md §2): segmentation maps as prompt tokens for few-parameter tuning of a frozen encoder, and
+its prompt-tuning-only ablation ``vpt``. On a plain ViT (a CLIP checkpoint) the tokens go inside the frozen blocks
+(SegPrompt-ViT, :mod:`.segprompt_vit`); on any other encoder they go beside its cached tokens (SegPrompt-Lite).
 
 The frozen encoder (LiteMedSAM's TinyViT by default) runs once per augmented view and its embedding is cached as
 a 16x16 token grid; only the segmentation embedding, the prompt/CLS tokens, the 2-block token transformer and the
@@ -17,12 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import torch
 from torch import nn
+
+from ...models.backbones.clip import ClipBackbone
 
 from ..base import register_method
 from ..config import ConfigError, check_int, check_number
-from .base import ClassifierConfig, ClassifierMethod
+from .base import ClassifierConfig, ClassifierMethod, train_classifier
 from .heads import SegPromptHead
+from .segprompt_vit import SegPromptViTHead
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,8 @@ class SegPromptConfig(ClassifierConfig):
         mlp_ratio: MLP hidden width / dim.
         prompts: learnable prompt tokens.
         readout: "cls" (methods.md §2.2) or "cls_roi" (CLS + mask-weighted mean of the output image tokens).
+        probe_init: start from the mask-weighted linear probe: fit it first, add its logits to the head's and
+            zero the head's last layer, then train both (issue 23's attempt to beat the probe).
     """
 
     dim: int = 96
@@ -47,6 +55,7 @@ class SegPromptConfig(ClassifierConfig):
     # seeds 0-2, a development run (not a committed benchmark): balanced accuracy 0.667 -> 0.696, AUROC
     # 0.710 -> 0.764. On a toy task where only the mask's position decides the class, CLS alone never left chance in 150 steps; "cls_roi" reached 100 %.
     readout: Literal["cls", "cls_roi"] = "cls_roi"
+    probe_init: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -64,16 +73,54 @@ class SegPromptConfig(ClassifierConfig):
     paper="SegPrompt (SegPrompt-Lite, methods.md §2.2)",
 )
 class SegPrompt(ClassifierMethod):
-    """Few-shot classification with the ROI mask as segmentation tokens next to frozen image tokens."""
+    """Few-shot classification with the ROI mask as segmentation tokens next to frozen image tokens: inside the
+    blocks of a plain ViT (CLIP; SegPrompt-ViT, methods.md §2.1), else beside the cached tokens of any encoder
+    (SegPrompt-Lite, §2.2; LiteMedSAM's windowed TinyViT has no global blocks to put them in)."""
 
     config_class = SegPromptConfig
     uses_mask = True
 
+    @property
+    def vit_form(self) -> bool:
+        """True when the tokens go inside the frozen ViT's blocks (a CLIP backbone)."""
+        return isinstance(self.backbone, ClipBackbone)
+
+    def _check_setup(self) -> None:
+        if self.vit_form and self.config.probe_init:
+            raise ConfigError("probe_init", True, "False with a ViT backbone (SegPrompt-ViT has no probe path)",
+                              owner=self.name)
+
+    def _inputs(self, image: np.ndarray, mask: np.ndarray | None, views: list[int], key: str) -> dict[str, torch.Tensor]:
+        if not self.vit_form:
+            return super()._inputs(image, mask, views, key)
+        out = {"hidden": self.encoder.hidden(image, views, 0, key)}  # patch + position embedding, cached
+        if self.uses_mask:
+            out["mask"] = torch.cat([self.encoder.mask(image, mask, v, key) for v in views])
+        return out
+
+    def _feature_dim(self, inputs: dict[str, torch.Tensor]) -> int:
+        return int(inputs["hidden"].shape[-1]) if self.vit_form else super()._feature_dim(inputs)
+
     def _build(self, num_classes: int, in_dim: int) -> nn.Module:
         c = self.config
+        if self.vit_form:
+            return SegPromptViTHead(self.backbone, num_classes, prompts=c.prompts, seg_tokens=self.uses_mask)
         return SegPromptHead(in_dim, self.encoder.token_grid, self.backbone.input_size, num_classes, dim=c.dim,
                              depth=c.depth, heads=c.heads, mlp_ratio=c.mlp_ratio, prompts=c.prompts,
-                             seg_tokens=self.uses_mask, readout=self.config.readout if self.uses_mask else "cls")
+                             seg_tokens=self.uses_mask, readout=self.config.readout if self.uses_mask else "cls",
+                             probe=c.probe_init and self.uses_mask)
+
+    def _prepare(self, model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        if getattr(model, "probe", None) is None:
+            return
+        model.probe.set_statistics(inputs["tokens"], inputs["mask"])
+        probe_inputs = {"tokens": inputs["tokens"], "mask": inputs["mask"]}
+        # the probe's own schedule (the linear_probe_masked defaults), then the head starts from exactly it
+        train_classifier(model.probe, probe_inputs, labels, ClassifierConfig(seed=self.config.seed),
+                         n_images=len(labels) // max(1, self.config.views))
+        nn.init.zeros_(model.head.weight)
+        nn.init.zeros_(model.head.bias)
+        model.train()
 
 
 @register_method(

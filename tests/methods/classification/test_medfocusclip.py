@@ -11,7 +11,8 @@ import roiprompt
 from roiprompt.data import load_dataset, sample_per_class
 from roiprompt.errors import InputError
 from roiprompt.methods.classification.guidance import GuidedClsAttention, GuidedTokenPool
-from roiprompt.methods.classification.medfocusclip import FocusHead, class_prompts
+from roiprompt.methods.classification.medfocusclip import FocusHead
+from roiprompt.methods.classification.text_prompts import class_prompts
 from roiprompt.metrics import auroc
 from roiprompt.models.backbones import load_backbone
 from roiprompt.models.backbones.testing import save_tiny
@@ -168,3 +169,55 @@ def test_few_shot_fit_on_real_busbra(litemedsam, tmp_path):
         inside = torch.nn.functional.adaptive_avg_pool2d(
             clf.encoder.mask(s.image, s.mask()), grid)[0, 0].numpy() > 0.5
         assert m["guided"][inside].sum() > m["unguided"][inside].sum()
+
+
+@pytest.mark.parametrize("backbone", ["test-litemedsam", "test-clip"])
+def test_segmented_cue_encodes_the_image_with_its_background_suppressed(backbone):
+    clf = roiprompt.load_method("medfocusclip", backbone=backbone, guided_blocks=1, segmented_cue=True,
+                                residual=True, **FAST)
+    sample = _toy_samples()[0]
+    image, mask = sample.image, sample.masks["roi"]
+    enc = clf.encoder
+    prefix, pixels = enc._segmented(image, mask, "k")
+    plain, m = enc.pixels(image, mask, 1, "k")
+    seg = pixels(1)  # view 1: the same flip / rotation / zoom as the mask's view 1
+    if hasattr(clf.backbone, "pixel_mean"):  # CLIP: compare in [0, 1], before normalisation
+        mean, std = clf.backbone.pixel_mean, clf.backbone.pixel_std
+        plain, seg = plain * std + mean, seg * std + mean
+    assert torch.allclose(seg, plain * (m + 0.2 * (1 - m)), atol=1e-5) and prefix.startswith("seg0.2-")
+    inputs = clf.inputs(image, mask, views=2)
+    assert inputs["segmented"].shape == inputs["features"].shape
+    assert not torch.allclose(inputs["segmented"], inputs["features"])
+    calls = enc.encoder_calls
+    moved = np.roll(mask, 20, axis=0)
+    assert torch.equal(clf.inputs(image, mask, views=2)["segmented"], inputs["segmented"])  # cached
+    assert enc.encoder_calls == calls
+    assert not torch.allclose(clf.inputs(image, moved, views=2)["segmented"], inputs["segmented"])
+    clf.fit(_toy_samples())
+    assert clf.model.residual is not None  # the linear path on v_roi
+    pred = clf.predict(image, mask=mask)
+    assert abs(sum(pred.scores.values()) - 1) < 1e-5
+    # the cue is read at prediction: a different mask changes the segmented view and the answer
+    assert pred.scores != clf.predict(image, mask=moved).scores
+
+
+def test_clip_adapter_classifies_with_the_class_text(tmp_path):
+    samples = _toy_samples()
+    clip = load_backbone("test-clip")
+    aligned = roiprompt.load_method("clip_adapter", backbone=clip, **FAST)
+    aligned.classes = ["a", "b"]
+    head = aligned._build(2, clip.embed_dim)
+    assert head.text_proj is None and not head.logit_scale.requires_grad  # CLIP's own text is the classifier
+    feats = torch.randn(3, clip.embed_dim)
+    with torch.no_grad():  # alpha = 0: plain CLIP zero-shot logits
+        head.ratio = 0.0
+        expected = 100 * torch.nn.functional.normalize(feats, dim=1) @ torch.nn.functional.normalize(head.text, dim=1).T
+        assert torch.allclose(head(feats), expected, atol=1e-3)
+    # offline: MiniLM text through a learned projection; it learns the support set and round-trips
+    tiny = load_backbone("test-litemedsam")
+    clf = roiprompt.load_method("clip_adapter", backbone=tiny, **dict(FAST, min_steps=80, lr=3e-3)).fit(samples)
+    assert clf.model.text_proj is not None and clf.model.text.shape[1] == 384
+    assert np.mean(clf.losses[-10:]) < np.mean(clf.losses[:10])
+    assert not clf.uses_mask and clf.predict(samples[0].image).label in ("a", "b")
+    again = roiprompt.load_fitted(clf.save(tmp_path / "adapter"), backbone=tiny)
+    assert again.predict(samples[0].image).scores == pytest.approx(clf.predict(samples[0].image).scores, abs=1e-6)
