@@ -561,11 +561,15 @@ def roi_classifier_tables(records: list[dict], title: str) -> str:
     cells: dict[str, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
     for r in records:
         if r["metric"] == "balanced_accuracy" and r["mask_source"] == "gt":
-            cells[_task(r)][r["method"]][str(r["setting"]["shots"])] = r
+            name = r["method"] if r["backbone"] == "litemedsam" else \
+                f"{r['method']} ({r['backbone']}: random weights, smoke check only)"
+            seeds = r["setting"]["seeds"]
+            # a run with fewer seeds is its own row, paired with the probe of the same run
+            cells[_task(r) + ("" if seeds == 5 else f", {seeds} seeds")][name][str(r["setting"]["shots"])] = r
     sizes = sorted({k for task in cells.values() for m in task.values() for k in m}, key=_shots_key)
     order = {m: i for i, m in enumerate(ROI_ROWS)}
     head = "| task | method | " + " | ".join(sizes) + " |\n|" + "---|" * (len(sizes) + 2)
-    acc, diff = [f"#### {title}: balanced accuracy (mean of 5 seeds)\n", head], [
+    acc, diff = [f"#### {title}: balanced accuracy (mean over seeds: 5 unless the task says)\n", head], [
         f"#### {title}: paired difference against `linear_probe_masked`, points [95 % t-interval over seeds]\n",
         head]
     for task in sorted(cells):
@@ -595,8 +599,12 @@ def deep_cost_table(records: list[dict]) -> str:
              f"{r0['setting']['batch']})\n",
              "The deep variant (methods.md §2.2) adds a zero-initialised 1x1-conv mask embedding to the input of "
              "TinyViT's third stage, so each training step runs stages 3-4 and the neck forward and backward "
-             "(stages 1-2 cached). Projected fit = seconds per step x the 16-shot schedule's "
-             f"{r0['setting']['steps_16_shot']} steps; budget (methods.md §2.3): {r0['budget_s']:.0f} s. "
+             "(stages 1-2 cached). Projected fit = seconds per step, scaled linearly to 16 views, x the 16-shot "
+             f"schedule's {r0['setting']['steps_16_shot']} steps; budget (methods.md §2.3): {r0['budget_s']:.0f} s. "
+             f"At batch {r0['setting']['batch']} the deep step ran out of memory at 16 with other benchmarks "
+             "running, and those benchmarks shared the 2 cores, so the times are inflated: the ratio to the Lite "
+             "step, measured in the same run, is the number to read (linear scaling also overstates the Lite "
+             "step: its measured 16-shot fit is ~27 s). "
              f"`{r0['command']}`\n",
              "| variant | s / step | projected 16-shot fit (s) | x SegPrompt-Lite |", "|---|---|---|---|"]
     for r in sorted(records, key=lambda r: -r["mean"]):

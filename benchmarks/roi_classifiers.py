@@ -9,6 +9,8 @@ Usage (one task x protocol per run; each writes benchmarks/results/roi_classifie
     python -m benchmarks.roi_classifiers --task busbra_pathology --protocol fraction
     python -m benchmarks.roi_classifiers --task busbra_pathology --protocol kshot --split validation --tag validation \\
         --methods medfocusclip,medfocusclip@cue,medfocusclip@residual --shots 16,32
+    python -m benchmarks.roi_classifiers --task busbra_pathology --backbone test-clip --methods segprompt,vpt \\
+        --shots 16 --tag vit_smoke      # SegPrompt-ViT on a tiny *random* CLIP: a smoke check, not a result
 
 Rows ``name@variant`` are a method with the settings of :data:`VARIANTS` (e.g. ``medfocusclip@cue``: the
 segmented-image cue). CPU budget (recorded in each record's setting): k <= 32 trains on 4 cached augmented views
@@ -71,6 +73,8 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--split", default=None, help="'validation' to choose defaults without test images")
     p.add_argument("--max-steps", type=int, default=300, help="training-step cap of the fraction protocol")
+    p.add_argument("--backbone", default="litemedsam",
+                   help="e.g. test-clip: SegPrompt-ViT on a tiny random CLIP, a smoke row (no CLIP weights offline)")
     p.add_argument("--cache-dir", default=str(ROOT / ".cache" / "embeddings"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--tag", default="")
@@ -84,7 +88,7 @@ def main() -> int:
     command = "python -m benchmarks.roi_classifiers " + shlex.join(sys.argv[1:])
     records = run_classification_bench(
         args.methods.split(","), task["dataset"], label=task["label"], structures=task["structures"], shots=sizes,
-        seeds=args.seeds, cache_dir=args.cache_dir, split=args.split,
+        seeds=args.seeds, cache_dir=args.cache_dir, split=args.split, backbone=args.backbone,
         config_for=lambda m, k: config_for(m, k, task, args.max_steps),
         command=command, log=lambda m: print(m, flush=True))
     for r in records:

@@ -44,9 +44,10 @@ def _shots(text: str | None) -> list[int | str] | None:
     if not text:
         return None
     try:
-        return [k if k == "all" else int(k) for k in text.split(",")]
+        return [k if k == "all" or k.endswith("%") else int(k) for k in text.split(",")]
     except ValueError:
-        raise RoiPromptError(f"--shots expects comma-separated integers or 'all', got {text!r}") from None
+        raise RoiPromptError(f"--shots expects comma-separated integers, percentages (5%) or 'all', "
+                             f"got {text!r}") from None
 
 
 def _report_records(args: argparse.Namespace, records: list[dict], variant: dict) -> int:
@@ -109,7 +110,8 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("--cache-dir", help="on-disk embedding cache directory")
     p.add_argument("--json", help="write records to this JSON file")
     p.add_argument("--label", help="classification: label column (busbra: pathology, birads)")
-    p.add_argument("--shots", help="classification: images per class, comma-separated (default 8,16,32,64,all)")
+    p.add_argument("--shots", help="classification: images per class or percentages of each class (5%%), "
+                   "comma-separated (default 8,16,32,64,all)")
     p.add_argument("--masks", help=f"classification: test-time mask sources, comma-separated (default gt; "
                                    f"{', '.join(MASK_SOURCES)})")
     p.add_argument("--fractions", help="text_free_segmentation: label budgets, fractions of the train split "

@@ -36,7 +36,7 @@ ROI = "roi"
 
 # -- fit ----------------------------------------------------------------------------------------------------------
 def cmd_fit(args: argparse.Namespace) -> int:
-    from ..data import load_dataset, sample_per_class
+    from ..data import load_dataset, sample_per_class, sample_support
     from ..methods import load_fitted, load_method, method_info
 
     if method_info(args.method).task != "classification":
@@ -52,8 +52,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     labelled = [i for i, label in enumerate(data.labels) if label is not None]
     if not labelled:
         raise RoiPromptError(f"{args.dataset}: no labelled image (a folder dataset needs labels.csv: id,label)")
-    shots = "all" if args.shots in (None, "all") else _positive(args.shots, "--shots")
-    support = data.subset(sample_per_class(data, shots, seed=args.seed) if shots != "all" else labelled)
+    if args.shots in (None, "all"):
+        support = data.subset(labelled)
+    elif args.shots.endswith("%"):  # a share of each class (MedFocusCLIP's fraction protocol)
+        support = data.subset(sample_support(data, args.shots, seed=args.seed))
+    else:
+        support = data.subset(sample_per_class(data, _positive(args.shots, "--shots"), seed=args.seed))
     config = {"seed": args.seed, **_parse_config(args.config or [])}
     parts: dict[str, Any] = {}
     if args.segmenter_dir is not None:
@@ -222,7 +226,8 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     fit.add_argument("--root", help="data root (folder: the folder holding images/, masks/, labels.csv)")
     fit.add_argument("--split", help="train on this split of a shared dataset (e.g. train)")
     fit.add_argument("--label", help="busbra: the label to learn (pathology, birads)")
-    fit.add_argument("--shots", metavar="K|all", help="K labelled images per class, drawn with --seed (default: all)")
+    fit.add_argument("--shots", metavar="K|P%|all", help="K labelled images per class, or P%% of each class, drawn "
+                     "with --seed (default: all)")
     fit.add_argument("--mask-threshold", type=float, metavar="T", help="binarise non-binary masks at T (folder)")
     fit.add_argument("--method", default=DEFAULT_CLASSIFIER, choices=list_methods(task="classification"),
                      help=f"default: {DEFAULT_CLASSIFIER} (see README: which classifier to use)")

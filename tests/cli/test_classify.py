@@ -156,3 +156,15 @@ def test_mask_files_pairs_each_image_with_its_masks(tmp_path):
     found = {item.path.name: sorted(p.name for p in paths) for item, paths in mask_files(masks, inputs).items()}
     assert found == {"a.png": ["a_roi.png"], "a_2.png": ["a_2_roi.png"], "b.png": ["b.jpg"],
                      "c.png": ["c_heart.png", "c_left_lung.png"]}
+
+
+def test_fit_takes_a_share_of_each_class(tmp_path, capsys):
+    args = ["classify", "fit", "--dataset", "busbra", "--root", str(data_root("busbra").parent), "--split", "train",
+            *TINY, *QUICK, "--save", str(tmp_path / "model")]
+    assert main([*args, "--shots", "1%"]) == 0  # 1 % of each class of the train split: MedFocusCLIP's protocol
+    out = capsys.readouterr().out
+    train = roiprompt.data.load_dataset("busbra", root=data_root("busbra").parent, label="pathology").split("train")
+    expected = len(roiprompt.data.sample_fraction(train, 0.01, seed=0))
+    assert f"training on {expected} labelled images" in out, out
+    assert main([*args, "--shots", "x%"]) != 0
+    assert "'x%' is not a percentage" in capsys.readouterr().err

@@ -193,7 +193,7 @@ def test_segmented_cue_encodes_the_image_with_its_background_suppressed(backbone
     assert torch.equal(clf.inputs(image, mask, views=2)["segmented"], inputs["segmented"])  # cached
     assert enc.encoder_calls == calls
     assert not torch.allclose(clf.inputs(image, moved, views=2)["segmented"], inputs["segmented"])
-    clf.fit(_toy_samples())
+    clf.fit(_toy_samples(n=6))
     assert clf.model.residual is not None  # the linear path on v_roi
     pred = clf.predict(image, mask=mask)
     assert abs(sum(pred.scores.values()) - 1) < 1e-5

@@ -11,12 +11,14 @@ import roiprompt
 from roiprompt.methods.classification.segprompt_vit import SegPromptViTHead
 from roiprompt.methods.config import ConfigError
 from roiprompt.models.backbones import load_backbone
+from roiprompt.models.backbones.testing import save_tiny
 from tests.methods.classification.test_classification import FAST, _toy_samples
 
 
 @pytest.fixture(scope="module")
-def clip():
-    return load_backbone("test-clip")
+def clip(tmp_path_factory):
+    """A tiny random CLIP saved as a local Hugging Face folder and loaded the way a user's checkpoint is."""
+    return load_backbone("clip", weights=str(save_tiny("clip", tmp_path_factory.mktemp("clip"))))
 
 
 def test_segmentation_tokens_run_inside_the_frozen_blocks(clip):
@@ -67,8 +69,8 @@ def test_segprompt_on_a_vit_learns_where_the_roi_is_and_saves(clip, tmp_path):
 
 def test_probe_init_starts_segprompt_at_the_masked_probe():
     tiny = load_backbone("test-litemedsam")
-    samples = _toy_samples()
-    clf = roiprompt.load_method("segprompt", backbone=tiny, probe_init=True, **FAST)
+    samples = _toy_samples(n=8)
+    clf = roiprompt.load_method("segprompt", backbone=tiny, probe_init=True, **dict(FAST, grid=8, min_steps=10))
     inputs = [clf.inputs(s.image, s.masks["roi"], views=1) for s in samples]
     batch = {k: torch.cat([i[k] for i in inputs]) for k in inputs[0]}
     labels = torch.tensor([int(s.label == "b") for s in samples])
