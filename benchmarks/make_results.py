@@ -588,7 +588,8 @@ def roi_classifier_tables(records: list[dict], title: str) -> str:
                 m, lo, hi = (100 * v for v in paired_difference(row[k]["seed_values"], probe[k]["seed_values"]))
                 text = f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
                 out.append(f"**{text}**" if lo > 0 else (f"*{text}*" if hi < 0 else text))
-            diff.append(f"| {task} | {method} | " + " | ".join(out) + " |")
+            if any(out):  # rows with no probe to pair with (e.g. the smoke rows) stay out
+                diff.append(f"| {task} | {method} | " + " | ".join(out) + " |")
     return "\n".join(acc) + "\n\n" + "\n".join(diff) + "\n"
 
 

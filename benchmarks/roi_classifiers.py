@@ -41,14 +41,16 @@ PROTOCOLS = {"kshot": "1,2,4,8,16,32", "fraction": "5%,10%,20%,50%,100%"}
 
 #: Named variants: ``method@variant`` -> settings on top of the method's defaults (the options issue 23 tried).
 VARIANTS: dict[str, dict] = {
-    "cue": {"segmented_cue": True},  # MedFocusCLIP's segmented-image cue (methods.md §3.1.2)
-    "nocue": {"segmented_cue": False},
-    "residual": {"residual": True},  # a linear path on v_roi past the fusion MLP
-    "cue_residual": {"segmented_cue": True, "residual": True},
-    "small": {"dim": 64},  # a 4x narrower fusion head
-    "small_residual": {"dim": 64, "residual": True},
-    "plain": {"segmented_cue": False, "residual": False, "dim": 256},  # MedFocusCLIP as issue 6 built it
-    "probe_init": {"probe_init": True},  # SegPrompt starting from the masked probe
+    # MedFocusCLIP (default: segmented_cue and residual on, chosen on validation data)
+    "plain": {"segmented_cue": False, "residual": False},  # as issue 6 built it
+    "cue": {"segmented_cue": True, "residual": False},  # the segmented-image cue alone (methods.md §3.1.2)
+    "residual": {"segmented_cue": False, "residual": True},  # a linear path on v_roi alone
+    "nocue": {"segmented_cue": False, "residual": True},  # the default without the cue
+    "cue_residual": {"segmented_cue": True, "residual": True},  # = the default
+    "small": {"dim": 64, "segmented_cue": False, "residual": False},  # a 4x narrower fusion head
+    "small_residual": {"dim": 64, "segmented_cue": False, "residual": True},
+    # SegPrompt
+    "probe_init": {"probe_init": True},  # starting from the fitted masked probe
 }
 
 
