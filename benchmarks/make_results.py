@@ -582,7 +582,8 @@ def roi_classifier_tables(records: list[dict], title: str) -> str:
                 continue
             out = []
             for k in sizes:
-                if k not in row or k not in probe or len(row[k]["seed_values"]) != len(probe[k]["seed_values"]):
+                if k not in row or k not in probe or len(row[k]["seed_values"]) != len(probe[k]["seed_values"]) \
+                        or row[k]["backbone"] != probe[k]["backbone"]:  # pairs share support sets and encoder
                     out.append("")
                     continue
                 m, lo, hi = (100 * v for v in paired_difference(row[k]["seed_values"], probe[k]["seed_values"]))
