@@ -25,6 +25,18 @@ def _check_count(k: Any, what: str) -> int:
     return int(k)
 
 
+def _indices_by_class(labels_or_dataset: Dataset | Sequence[str | None], who: str) -> dict[str, list[int]]:
+    """{class: indices} of the labelled samples (a Dataset's ``labels``, no image read); InputError if none."""
+    labels = list(labels_or_dataset.labels if isinstance(labels_or_dataset, Dataset) else labels_or_dataset)
+    by_class: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        if label is not None:
+            by_class.setdefault(str(label), []).append(i)
+    if not by_class:
+        raise InputError(f"{who}: no labelled sample to draw from (every label is None)")
+    return by_class
+
+
 def sample_per_class(labels_or_dataset: Dataset | Sequence[str | None], k: int | Literal["all"],
                      seed: int) -> list[int]:
     """Pick ``k`` indices per class, stratified, reproducibly.
@@ -47,13 +59,7 @@ def sample_per_class(labels_or_dataset: Dataset | Sequence[str | None], k: int |
         >>> train = load_dataset("busbra").split("train")
         >>> support = train.subset(sample_per_class(train, 8, seed=0))   # 8 benign + 8 malignant
     """
-    labels = list(labels_or_dataset.labels if isinstance(labels_or_dataset, Dataset) else labels_or_dataset)
-    by_class: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        if label is not None:
-            by_class.setdefault(str(label), []).append(i)
-    if not by_class:
-        raise InputError("sample_per_class: no labelled sample to draw from (every label is None)")
+    by_class = _indices_by_class(labels_or_dataset, "sample_per_class")
     if isinstance(k, str):
         if k != "all":
             raise InputError(f"sample_per_class: k must be a positive integer or 'all', got {k!r}")
@@ -79,13 +85,7 @@ def sample_fraction(labels_or_dataset: Dataset | Sequence[str | None], fraction:
     """
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise InputError(f"sample_fraction: fraction must be in (0, 1], got {fraction!r}")
-    labels = list(labels_or_dataset.labels if isinstance(labels_or_dataset, Dataset) else labels_or_dataset)
-    by_class: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        if label is not None:
-            by_class.setdefault(str(label), []).append(i)
-    if not by_class:
-        raise InputError("sample_fraction: no labelled sample to draw from (every label is None)")
+    by_class = _indices_by_class(labels_or_dataset, "sample_fraction")
     rng = np.random.default_rng(seed)
     picked: list[int] = []
     for cls in sorted(by_class):
