@@ -21,11 +21,10 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from roiprompt.evaluation.classification import format_table, run_classification_bench
-from roiprompt.evaluation.records import write_records
+from benchmarks import finish_classification_bench
+from roiprompt.evaluation.classification import run_classification_bench
 from roiprompt.evaluation.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +67,7 @@ def main() -> int:
         config_for=lambda m, k: config_for(m, k, args.views),
         command=command, log=lambda m: print(m, flush=True))
     name = f"segprompt_{args.task}" + (f"_{args.tag}" if args.tag else "")
-    out = write_records(ROOT / "benchmarks" / "results" / f"{name}.json", records)
-    print("\n" + format_table(records))
-    print(f"wrote {out}")
-    return 0 if np.isfinite([r["mean"] for r in records if r["metric"] == "accuracy"]).all() else 1
+    return finish_classification_bench(records, name)
 
 
 if __name__ == "__main__":
