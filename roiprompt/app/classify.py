@@ -22,8 +22,8 @@ from ..errors import InputError
 if TYPE_CHECKING:
     from .session import Session
 
-#: The classifiers the tab offers. ``linear_probe_masked`` is the default: at 16 images per class on BUS-BRA it
-#: scores like SegPrompt and MedFocusCLIP (RESULTS.md, issues 5 and 6) and trains in seconds.
+#: The classifiers the tab offers. ``linear_probe_masked`` is the default: at 1-32 images per class no trained head
+#: beat it on BUS-BRA (README, "Which few-shot classifier"), and it trains in seconds.
 CLASSIFIERS = ("linear_probe_masked", "segprompt", "medfocusclip")
 DEFAULT_CLASSIFIER = "linear_probe_masked"
 #: Where the export goes inside the output folder: ``predictions.csv`` and the fitted classifier (``model/``).
